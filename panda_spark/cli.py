@@ -1,0 +1,152 @@
+"""`panda-spark <stage> [--conf FILE] [--set dotted.key=value ...]` and `panda-spark sql "<query>"`.
+
+Every `jobs/<stage>.py` calls :func:`main` with its stage name, so `spark-submit jobs/<stage>.py
+--conf conf/<env>.yaml` and `panda-spark <stage> --conf conf/<env>.yaml` run the same code.
+The conf is loaded and validated before Spark starts.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from typing import Callable, Sequence
+
+from panda_spark.config import Config, load_config
+from panda_spark.errors import ConfigError
+
+log = logging.getLogger("panda_spark")
+
+# Stages that later issues build: the CLI names them now so scripts and jobs can be written
+# against one interface; running one says plainly that it is not there yet.
+PLANNED_STAGES = {
+    "split": "#3 (semantics-aware splitting)",
+    "caption": "#4 (cross-modality teachers)",
+    "select": "#5 (fine-grained retrieval selection)",
+    "finetune-retrieval": "#5 (selector fine-tuning)",
+    "train-student": "#6 (student captioner)",
+    "evaluate": "#6 (caption metrics)",
+    "export": "#7 (Panda-70M CSV and webdataset export)",
+    "import-panda-csv": "#7 (Panda-70M CSV import)",
+    "pipeline": "#7 (all stages in order)",
+}
+STAGES = ("ingest", *PLANNED_STAGES)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", metavar="FILE", help="YAML conf, e.g. conf/local.yaml (default: built-in embedded defaults)")
+    parser.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override one conf key, e.g. --set ingest.batch_rows=16 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panda-spark", description="Panda-70M video-captioning pipeline on Spark")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>|sql|demo")
+    ingest = sub.add_parser("ingest", help="probe the videos of a manifest into the videos table")
+    ingest.add_argument("--manifest", metavar="PATH", help="CSV, JSON lines or Parquet with video_id, path, ...")
+    _common(ingest)
+    for stage, issue in PLANNED_STAGES.items():
+        _common(sub.add_parser(stage, help=f"not built yet: issue {issue}"))
+    sql = sub.add_parser("sql", help="run one SQL query over the tables")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _common(sql)
+    demo = sub.add_parser("demo", help="render a synthetic source set and run every built stage on it")
+    _common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(quiet=args.command == "sql")
+    if args.command in PLANNED_STAGES:
+        print(
+            f"panda-spark {args.command}: this stage is not built yet (it arrives with issue "
+            f"{PLANNED_STAGES[args.command]}); nothing was run.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        cfg = load_config(args.conf, args.overrides)
+    except ConfigError as exc:
+        print(f"panda-spark {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    command: Callable[[Config, argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return command(cfg, args)
+    except ConfigError as exc:
+        print(f"panda-spark {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Progress of our stages on stderr; other libraries (py4j) keep their own, quieter level.
+
+    `sql` logs warnings only: under spark-submit, Python's stderr is merged into stdout, where
+    the query result goes."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s panda-spark %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _ingest(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.ingest import stage
+    from panda_spark.runs import new_run_id
+    from panda_spark.spark import get_spark
+
+    report = stage.run(get_spark(cfg), cfg, new_run_id(cfg), manifest=args.manifest)
+    print(report.summary())
+    return 0
+
+
+def _sql(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.spark import get_spark
+
+    df = get_spark(cfg).sql(args.query)
+    rows = [r.asDict(recursive=True) for r in df.collect()]
+    write_rows(df.columns, rows, args.format, sys.stdout)
+    return 0
+
+
+def write_rows(columns: list[str], rows: list[dict], fmt: str, out) -> None:
+    """Print query results as an aligned table, CSV with a header, or a JSON array of objects."""
+    if fmt == "json":
+        json.dump(rows, out, default=str, ensure_ascii=False)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_cell(r[c]) for c in columns] for r in rows])
+    else:
+        cells = [[_cell(r[c]) for c in columns] for r in rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+        line = lambda values: " | ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+        out.write(line(columns) + "\n" + "-+-".join("-" * w for w in widths) + "\n")
+        out.writelines(line(row) + "\n" for row in cells)
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
+
+
+def _demo(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.demo.run import run_demo
+
+    return run_demo(cfg)
+
+
+_COMMANDS = {"ingest": _ingest, "sql": _sql, "demo": _demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Typed configuration: YAML file + `--set dotted.key=value` overrides, validated before Spark starts.
+
+The dataclass defaults *are* the embedded default (`conf/local.yaml` spells them out). A conf file
+only names what it changes. Every key is checked: an unknown key or a value of the wrong form
+raises :class:`ConfigError` naming the key and the expected form.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from panda_spark.errors import ConfigError
+
+
+def _spec(expect: str | None = None, minimum: float | None = None) -> dict:
+    return {"expect": expect, "min": minimum}
+
+
+@dataclass
+class SparkSettings:
+    # embedded: this process starts local Spark with Delta and a warehouse under paths.root.
+    # cluster: use the session spark-submit / Databricks / EMR provides; never fetch jars.
+    mode: Literal["embedded", "cluster"] = "embedded"
+    master: str = "local[*]"
+    app_name: str = "panda-spark"
+    shuffle_partitions: int = field(default=4, metadata=_spec(minimum=1))
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    # Extra Spark settings, applied when the embedded session is built (e.g. spark.driver.memory).
+    conf: dict[str, str] = field(default_factory=lambda: {"spark.driver.memory": "4g"})
+
+
+@dataclass
+class PathSettings:
+    # All local state lives under root: warehouse/, mlflow/, models/, clips/.
+    root: str = ".panda"
+    # When non-empty, every manifest path must resolve inside one of these (local dirs or URI prefixes).
+    allowed_roots: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CatalogSettings:
+    catalog: str | None = None  # Unity Catalog name on Databricks; empty for Hive/Glue/embedded
+    schema: str = "panda"
+    # Where tables' Delta files go when they are created as external tables (e.g. s3://bucket/panda).
+    # Empty: embedded mode uses <paths.root>/warehouse/<schema>.db; clusters use managed tables.
+    location: str | None = None
+
+
+@dataclass
+class MlflowSettings:
+    tracking_uri: str | None = None  # empty: sqlite under <paths.root>/mlflow
+    experiment: str = "panda-spark"
+
+
+@dataclass
+class RunSettings:
+    # One id shared by every row a run writes and its MLflow runs; empty: a fresh uuid per run.
+    id: str | None = None
+
+
+@dataclass
+class IngestSettings:
+    manifest: str | None = None
+    manifest_format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    # Manifest rows per Arrow batch handed to the probe UDF: small, since each row opens a file.
+    batch_rows: int = field(default=8, metadata=_spec(minimum=1))
+    # Spark partitions the manifest is spread over; 0: the session's default parallelism.
+    partitions: int = field(default=0, metadata=_spec(minimum=0))
+    max_subtitle_bytes: int = field(default=5_000_000, metadata=_spec(minimum=1))
+
+
+@dataclass
+class Config:
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+    # Derived locations (not conf keys).
+    @property
+    def root(self) -> Path:
+        return Path(self.paths.root)
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.root / "warehouse"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def clip_store_dir(self) -> Path:
+        return self.root / "clips"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{(self.root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def load_config(conf_file: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← YAML file ← `--set` overrides, then validated. Relative paths.root is made absolute."""
+    raw: dict[str, Any] = {}
+    if conf_file is not None:
+        path = Path(conf_file)
+        if not path.is_file():
+            raise ConfigError(f"--conf {conf_file}: no such file (expected a YAML file such as conf/local.yaml)")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--conf {conf_file}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--conf {conf_file}: expected a mapping of sections at the top level")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(raw, key, value)
+    cfg = _build(Config, raw, prefix="")
+    _check_cross_keys(cfg)
+    cfg.paths.root = str(Path(cfg.paths.root).expanduser().absolute()) if "://" not in cfg.paths.root else cfg.paths.root
+    return cfg
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=value` → ("a.b", value parsed as a YAML scalar/list/map, never evaluated as code)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected the form dotted.key=value, e.g. --set ingest.batch_rows=16")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"conf key '{prefix.rstrip('.') or '<top>'}': expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"under '{prefix.rstrip('.')}'" if prefix else "at the top level"
+        raise ConfigError(
+            f"unknown conf key '{prefix}{unknown[0]}' (known keys {where}: {', '.join(sorted(fields))})"
+        )
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(raw[name], hint, f"{prefix}{name}", f.metadata)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str, meta: typing.Mapping) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    optional = origin in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
+        if value is None or value == "":
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def fail(expected: str) -> typing.NoReturn:
+        raise ConfigError(f"conf key '{key}': expected {meta.get('expect') or expected}, got {value!r}")
+
+    if origin is Literal:
+        if value not in args:
+            fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
+            fail("an integer" if hint is int else "a number")
+        lo = meta.get("min")
+        if lo is not None and value < lo:
+            fail(f"{'an integer' if hint is int else 'a number'} ≥ {lo}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool) or value == "":
+            fail("a non-empty string")
+        return str(value)
+    if origin is list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            fail("a list, e.g. [a, b]")
+        return [_coerce(v, args[0], f"{key}[{i}]", {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            fail("a mapping of key: value")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}", {}) for k, v in value.items()}
+    raise TypeError(f"unsupported conf type {hint!r} for {key}")  # a bug in this module, not in a conf
+
+
+def _check_cross_keys(cfg: Config) -> None:
+    if cfg.spark.mode == "embedded" and cfg.catalog.catalog:
+        raise ConfigError(
+            "conf key 'catalog.catalog': must be empty when spark.mode is 'embedded' "
+            "(the embedded session has one catalog; three-part names are for Unity Catalog clusters)"
+        )
+    if cfg.spark.mode == "embedded" and "://" in cfg.paths.root:
+        raise ConfigError("conf key 'paths.root': expected a local directory when spark.mode is 'embedded'")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

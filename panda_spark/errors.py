@@ -1,0 +1,62 @@
+"""Typed failures of pipeline inputs.
+
+A stage turns each of these into one row of the `errors` table: its ``error_class`` is the
+stable, queryable name of what went wrong; the message says which input and why.
+Misconfiguration (bad conf keys, an unreadable manifest) is a different thing: it raises
+:class:`ConfigError` and stops the job before any work starts.
+"""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A conf key, command-line flag or manifest layout is wrong; the message names it."""
+
+
+class InputError(Exception):
+    """One input row cannot be processed; the row goes to the `errors` table."""
+
+    error_class = "InputError"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MissingField(InputError):
+    error_class = "MissingField"
+
+
+class FileNotFound(InputError):
+    error_class = "FileNotFound"
+
+
+class PathNotAllowed(InputError):
+    error_class = "PathNotAllowed"
+
+
+class DuplicateVideoId(InputError):
+    error_class = "DuplicateVideoId"
+
+
+class NotAVideo(InputError):
+    error_class = "NotAVideo"
+
+
+class CorruptVideo(InputError):
+    error_class = "CorruptVideo"
+
+
+class TruncatedVideo(InputError):
+    error_class = "TruncatedVideo"
+
+
+class ZeroFrames(InputError):
+    error_class = "ZeroFrames"
+
+
+class MalformedSubtitles(InputError):
+    error_class = "MalformedSubtitles"
+
+
+class SubtitleEncoding(InputError):
+    error_class = "SubtitleEncoding"

@@ -1,0 +1,151 @@
+"""Spark session factory: the embedded lakehouse, or the session a cluster provides.
+
+Embedded (`spark.mode: embedded`): local Spark with Delta, a warehouse under `<paths.root>/warehouse`.
+Table names persist without a metastore service: the warehouse directory *is* the metastore. Every
+Delta table found under `<warehouse>/<schema>.db/` is registered by name at session start in
+Spark's in-memory catalog. An embedded Derby metastore would admit one process at a time, so a
+`panda-spark sql` beside a running stage would fail; directory registration has no such lock.
+
+Cluster (`spark.mode: cluster`): the active session (spark-submit, Databricks, EMR) is used as is;
+no jars are fetched and no catalog settings are touched.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from panda_spark.config import Config
+from panda_spark.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def get_spark(cfg: Config) -> SparkSession:
+    spark = _cluster_session(cfg) if cfg.spark.mode == "cluster" else _embedded_session(cfg)
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    _create_schema(spark, cfg)
+    if cfg.spark.mode == "embedded":
+        register_warehouse_tables(spark, cfg)
+    return spark
+
+
+def _cluster_session(cfg: Config) -> SparkSession:
+    spark = SparkSession.getActiveSession() or SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
+    return spark
+
+
+def _embedded_session(cfg: Config) -> SparkSession:
+    from delta import configure_spark_with_delta_pip
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        # Same process, another conf (a test schema, the demo after a stage): table locations
+        # come from the conf, so the running session serves it; its static settings stay.
+        return active
+
+    # Spark otherwise binds the first non-loopback address; a laptop's Wi-Fi address changes.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH;
+    # PySpark reads only the environment variable for that.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    warehouse = cfg.warehouse_dir.resolve()
+    warehouse.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.catalogImplementation": "in-memory",
+        "spark.sql.warehouse.dir": str(warehouse),
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        # Delta rebuilds a table's state with 50 tasks by default: seconds of overhead per
+        # read on a laptop, for tables of a few files.
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.session.timeZone": "UTC",
+        **cfg.spark.conf,
+    }
+    builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not launched_by_spark_submit:
+        # Resolves io.delta:delta-spark matching the installed delta-spark through Spark's Ivy
+        # (cached under ~/.ivy2 after `make jars`).
+        builder = configure_spark_with_delta_pip(builder)
+    spark = builder.getOrCreate()
+    if launched_by_spark_submit and not _has_delta(spark):
+        spark.stop()
+        raise ConfigError(
+            "spark.mode 'embedded' under spark-submit needs the Delta jars on the command line: "
+            f"spark-submit --packages {delta_package()} jobs/<stage>.py ... "
+            "(or run `panda-spark <stage>`, which adds them)"
+        )
+    return spark
+
+
+def delta_package() -> str:
+    """The Maven coordinate of the Delta jars matching the installed delta-spark."""
+    from importlib.metadata import version
+
+    return f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+
+
+def _has_delta(spark: SparkSession) -> bool:
+    from py4j.java_gateway import JavaClass
+
+    # py4j resolves names through the context class loader, which holds --packages jars.
+    return isinstance(spark._jvm.io.delta.sql.DeltaSparkSessionExtension, JavaClass)
+
+
+def _create_schema(spark: SparkSession, cfg: Config) -> None:
+    name = f"{cfg.catalog.catalog}.{cfg.catalog.schema}" if cfg.catalog.catalog else cfg.catalog.schema
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote_name(name)}")
+
+
+def schema_dir(cfg: Config) -> Path:
+    return cfg.warehouse_dir.resolve() / f"{cfg.catalog.schema}.db"
+
+
+def register_warehouse_tables(spark: SparkSession, cfg: Config) -> list[str]:
+    """Register every Delta table under the schema's warehouse directory by name; returns the names."""
+    names = []
+    root = schema_dir(cfg)
+    for table_dir in sorted(root.glob("*/_delta_log")):
+        name = f"{cfg.catalog.schema}.{table_dir.parent.name}"
+        spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {quote_name(name)} USING DELTA LOCATION '{_sql_str(table_dir.parent)}'"
+        )
+        names.append(name)
+    return names
+
+
+def quote_name(dotted: str) -> str:
+    return ".".join(f"`{part.replace('`', '``')}`" for part in dotted.split("."))
+
+
+def _sql_str(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def fetch_jars() -> None:
+    """Start and stop an embedded session once, so Spark's Ivy caches the Delta jars (`make install`)."""
+    import tempfile
+
+    from panda_spark.config import load_config
+
+    with tempfile.TemporaryDirectory() as root:
+        cfg = load_config(None, [f"paths.root={root}", "spark.master=local[1]"])
+        get_spark(cfg).stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--fetch-jars"]:
+        sys.exit("usage: python -m panda_spark.spark --fetch-jars")
+    fetch_jars()

@@ -1,0 +1,14 @@
+from setuptools import find_packages, setup
+
+# Versions live in constraints.txt (the Makefile installs with `pip -c constraints.txt`);
+# here only names, so the wheel installs into a cluster runtime that brings its own pins.
+setup(
+    name="panda-spark",
+    version="0.1.0",
+    description="Panda-70M video captioning pipeline as Spark ETL jobs over Delta Lake",
+    packages=find_packages(include=["panda_spark", "panda_spark.*"]),
+    python_requires=">=3.10",
+    install_requires=["pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "decord", "av", "PyYAML", "fsspec"],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["panda-spark=panda_spark.cli:main"]},
+)

@@ -1,0 +1,55 @@
+"""The command line from outside the process: `panda-spark sql` and `spark-submit jobs/<stage>.py`
+read tables by name that another process (this test session, still running) wrote."""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from panda_spark.demo.synthetic import render_demo_sources, write_manifest
+from panda_spark.ingest import stage
+from panda_spark.spark import delta_package, get_spark
+from tests.conftest import REPO, overrides_for
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def ingested_schema(spark, state_root, tmp_path_factory):
+    from panda_spark.config import load_config
+
+    out = tmp_path_factory.mktemp("cli_sources")
+    manifest = write_manifest(render_demo_sources(out), out / "manifest.csv")
+    cfg = load_config(None, overrides_for(state_root, "cli_e2e"))
+    stage.run(get_spark(cfg), cfg, "r", manifest=str(manifest))
+    return overrides_for(state_root, "cli_e2e")
+
+
+def _run(cmd, tmp_path):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _set_flags(overrides):
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def test_sql_command_reads_tables_another_process_holds_open(ingested_schema, spark, tmp_path):
+    assert spark.sparkContext._jsc is not None  # this process's session is alive during the query
+    out = _run([str(BIN / "panda-spark"), "sql", "SELECT count(*) AS n FROM cli_e2e.videos", "--format", "json",
+                *_set_flags(ingested_schema)], tmp_path)
+    assert json.loads(out) == [{"n": 3}]
+
+
+def test_spark_submit_runs_the_same_entry_point(ingested_schema, tmp_path):
+    out = _run([str(BIN / "spark-submit"), "--packages", delta_package(), str(REPO / "jobs" / "sql.py"),
+                "SELECT video_id, frame_count FROM cli_e2e.videos ORDER BY video_id", "--format", "csv",
+                *_set_flags(ingested_schema)], tmp_path)
+    assert list(csv.reader(io.StringIO(out))) == [
+        ["video_id", "frame_count"], ["-demo_dash", "480"], ["demo_city", "900"], ["demo_kitchen", "840"]]
