@@ -37,8 +37,7 @@ def get_spark(cfg: Config) -> SparkSession:
 
 
 def _cluster_session(cfg: Config) -> SparkSession:
-    spark = SparkSession.getActiveSession() or SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
-    return spark
+    return SparkSession.getActiveSession() or SparkSession.builder.appName(cfg.spark.app_name).getOrCreate()
 
 
 def _embedded_session(cfg: Config) -> SparkSession:
@@ -77,7 +76,7 @@ def _embedded_session(cfg: Config) -> SparkSession:
     launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if not launched_by_spark_submit:
         # Resolves io.delta:delta-spark matching the installed delta-spark through Spark's Ivy
-        # (cached under ~/.ivy2 after `make jars`).
+        # (fetched once by `make install`, then read from the Ivy cache).
         builder = configure_spark_with_delta_pip(builder)
     spark = builder.getOrCreate()
     if launched_by_spark_submit and not _has_delta(spark):
@@ -120,7 +119,7 @@ def register_warehouse_tables(spark: SparkSession, cfg: Config) -> list[str]:
     for table_dir in sorted(root.glob("*/_delta_log")):
         name = f"{cfg.catalog.schema}.{table_dir.parent.name}"
         spark.sql(
-            f"CREATE TABLE IF NOT EXISTS {quote_name(name)} USING DELTA LOCATION '{_sql_str(table_dir.parent)}'"
+            f"CREATE TABLE IF NOT EXISTS {quote_name(name)} USING DELTA LOCATION '{sql_string(table_dir.parent)}'"
         )
         names.append(name)
     return names
@@ -130,7 +129,7 @@ def quote_name(dotted: str) -> str:
     return ".".join(f"`{part.replace('`', '``')}`" for part in dotted.split("."))
 
 
-def _sql_str(value: object) -> str:
+def sql_string(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from panda_spark.config import Config
-from panda_spark.spark import _sql_str, quote_name, schema_dir
+from panda_spark.spark import sql_string, quote_name, schema_dir
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class Lakehouse:
             location = self._location(table)
             self.spark.sql(
                 f"CREATE TABLE IF NOT EXISTS {self.name(table)} ({spec.ddl}) USING DELTA "
-                f"COMMENT '{_sql_str(spec.comment)}' "
-                + (f"LOCATION '{_sql_str(location)}' " if location else "")
+                f"COMMENT '{sql_string(spec.comment)}' "
+                + (f"LOCATION '{sql_string(location)}' " if location else "")
                 + "TBLPROPERTIES (delta.enableChangeDataFeed = true)"
             )
 
@@ -226,7 +226,7 @@ class Lakehouse:
         resolved.createOrReplaceTempView(view)
         self.spark.sql(
             f"MERGE INTO {self.name('errors')} t USING {view} s "
-            f"ON t.stage = '{_sql_str(stage)}' AND t.key = s.key WHEN MATCHED THEN DELETE"
+            f"ON t.stage = '{sql_string(stage)}' AND t.key = s.key WHEN MATCHED THEN DELETE"
         )
         self.spark.catalog.dropTempView(view)
 
