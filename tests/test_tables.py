@@ -43,7 +43,7 @@ def test_merge_is_idempotent_and_updates_only_changed_rows(lakehouse):
     assert rows[("c2", "ann")].updated_at == created["c2"]  # untouched
     assert lakehouse.merge("selection_labels", changed).unchanged == 3
     last = spark.sql(f"DESCRIBE HISTORY {table} LIMIT 1").first().operationMetrics
-    assert (last["numTargetRowsUpdated"], last["numTargetRowsInserted"], last["numTargetFilesAdded"]) == ("0", "0", "0")
+    assert (last["numTargetRowsUpdated"], last["numTargetRowsInserted"], last["numTargetRowsDeleted"]) == ("0", "0", "0")
     changes = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).table(table)
     assert changes.filter("_change_type = 'update_postimage'").count() == 1
 
