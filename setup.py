@@ -8,7 +8,11 @@ setup(
     description="Panda-70M video captioning pipeline as Spark ETL jobs over Delta Lake",
     packages=find_packages(include=["panda_spark", "panda_spark.*"]),
     python_requires=">=3.10",
-    install_requires=["pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "decord", "av", "PyYAML", "fsspec"],
-    extras_require={"test": ["pytest"]},
+    install_requires=[
+        "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "decord", "av", "opencv-python-headless",
+        "PyYAML", "fsspec",
+    ],
+    # scenedetect itself is installed by the Makefile with --no-deps (see constraints.txt)
+    extras_require={"test": ["pytest", "click", "platformdirs", "tqdm"]},
     entry_points={"console_scripts": ["panda-spark=panda_spark.cli:main"]},
 )
