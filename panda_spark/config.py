@@ -77,6 +77,33 @@ class IngestSettings:
 
 
 @dataclass
+class SplitSettings:
+    preset: Literal["released_code", "paper"] = "released_code"
+    # Shot detection (PySceneDetect ContentDetector semantics) on frames resized in the decoder.
+    threshold: float = field(default=25.0, metadata=_spec(minimum=0))
+    min_scene_len: int = field(default=15, metadata=_spec(minimum=1))
+    analysis_width: int = field(default=128, metadata=_spec(minimum=8))
+    analysis_height: int = field(default=72, metadata=_spec(minimum=8))
+    max_shot_s: float = field(default=7.0, metadata=_spec(minimum=0.1))
+    forced_step_s: float = field(default=5.0, metadata=_spec(minimum=0.1))
+    # Stitching and event verification: empty → the preset's value.
+    transition_threshold: float | None = None
+    stitch_threshold: float | None = None
+    min_len_s: float | None = None
+    max_len_s: float | None = None
+    redundancy_threshold: float | None = None
+    trim_fraction: float | None = None
+    still_threshold: float | None = None
+    # Image embedder for stitching: "color-layout" (non-learned, CPU, offline).
+    embedder: Literal["color-layout"] = "color-layout"
+    # Frames kept per clip for the teachers: uniform ones + one keyframe from 30–70% of the clip.
+    uniform_frames: int = field(default=8, metadata=_spec(minimum=1))
+    sample_fps: float = field(default=4.0, metadata=_spec(minimum=0.1))
+    frame_size: int = field(default=224, metadata=_spec(minimum=16))
+    partitions: int = field(default=0, metadata=_spec(minimum=0))
+
+
+@dataclass
 class Config:
     spark: SparkSettings = field(default_factory=SparkSettings)
     paths: PathSettings = field(default_factory=PathSettings)
@@ -84,6 +111,7 @@ class Config:
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     run: RunSettings = field(default_factory=RunSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
 
     # Derived locations (not conf keys).
     @property

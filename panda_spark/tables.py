@@ -74,7 +74,7 @@ TABLES: dict[str, TableSpec] = {
         ),
         TableSpec(
             "clip_frames",
-            "clip_id STRING NOT NULL, frame_idx INT NOT NULL, frame_number BIGINT, role STRING, "
+            "clip_id STRING NOT NULL, frame_idx INT NOT NULL, video_id STRING NOT NULL, frame_number BIGINT, role STRING, "
             "width INT, height INT, jpeg BINARY",
             key=("clip_id", "frame_idx"),
             comment="Frames sampled per clip during the split decode, as JPEG (split)",
@@ -127,6 +127,7 @@ class MergeCounts:
     inserted: int
     updated: int
     unchanged: int
+    deleted: int = 0
 
     @property
     def total(self) -> int:
@@ -186,27 +187,43 @@ class Lakehouse:
 
     def merge(self, table: str, df: DataFrame) -> MergeCounts:
         """Idempotent upsert of `df` into `table` by its key; the source must hold each key once."""
+        return self._merge(table, self.conform(table, df), stale=None)
+
+    def replace(self, table: str, df: DataFrame, scope: DataFrame) -> MergeCounts:
+        """Like :meth:`merge`, and also delete the rows of the videos in `scope` (column `video_id`)
+        that `df` no longer holds: a video processed again with other parameters keeps no old rows."""
+        source = self.conform(table, df)
+        key = list(TABLES[table].key)
+        stale = (self.read(table).join(scope.select("video_id").distinct(), "video_id", "left_semi")
+                 .join(source.select(*key), key, "left_anti"))
+        return self._merge(table, source, stale)
+
+    def _merge(self, table: str, source: DataFrame, stale: DataFrame | None) -> MergeCounts:
         spec = TABLES[table]
         self.ensure(table)
-        source = self.conform(table, df)
         total = source.count()  # callers pass materialised rows, so this does not recompute a UDF
-        if total == 0:
+        if stale is not None:
+            source = source.withColumn("_delete", F.lit(False)).unionByName(stale.withColumn("_delete", F.lit(True)))
+        elif total == 0:
             return MergeCounts(0, 0, 0)
         view = f"_merge_source_{table}"
         source.createOrReplaceTempView(view)
-        compared = [f.name for f in spec.schema if f.name not in _NOT_COMPARED]
+        columns = [f.name for f in spec.schema]
+        compared = [c for c in columns if c not in _NOT_COMPARED]
         same_content = f"to_json(struct({_cols('t', compared)})) <=> to_json(struct({_cols('s', compared)}))"
-        updated = ", ".join(f"t.`{c}` = s.`{c}`" for c in (f.name for f in spec.schema) if c != "created_at")
+        updated = ", ".join(f"t.`{c}` = s.`{c}`" for c in columns if c != "created_at")
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
+        delete = "WHEN MATCHED AND s._delete THEN DELETE " if stale is not None else ""
+        insert_if = "AND NOT s._delete " if stale is not None else ""
         self.spark.sparkContext.setJobDescription(f"MERGE into {table}")
         metrics = self.spark.sql(
-            f"MERGE INTO {self.name(table)} t USING {view} s ON {on} "
+            f"MERGE INTO {self.name(table)} t USING {view} s ON {on} {delete}"
             f"WHEN MATCHED AND NOT ({same_content}) THEN UPDATE SET {updated} "
-            f"WHEN NOT MATCHED THEN INSERT *"
+            f"WHEN NOT MATCHED {insert_if}THEN INSERT ({_cols('', columns)}) VALUES ({_cols('s', columns)})"
         ).first()
         self.spark.catalog.dropTempView(view)
         inserted, updated_n = int(metrics["num_inserted_rows"]), int(metrics["num_updated_rows"])
-        counts = MergeCounts(inserted, updated_n, total - inserted - updated_n)
+        counts = MergeCounts(inserted, updated_n, total - inserted - updated_n, int(metrics["num_deleted_rows"]))
         log.info("merge %s: %s", table, counts)
         return counts
 
@@ -245,4 +262,5 @@ _NOT_COMPARED = {*AUDIT_COLUMNS, "time"}
 
 
 def _cols(alias: str, names: list[str]) -> str:
-    return ", ".join(f"{alias}.`{c}`" for c in names)
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f"{prefix}`{c}`" for c in names)

@@ -36,12 +36,14 @@ def build_demo_manifest(out_dir: Path) -> Path:
 def run_demo(cfg: Config) -> int:
     from panda_spark.ingest import stage as ingest
     from panda_spark.spark import get_spark
+    from panda_spark.split import stage as split
 
     manifest = build_demo_manifest(cfg.root / "demo")
     print(f"demo sources and manifest: {manifest}")
     spark = get_spark(cfg)
     run_id = new_run_id(cfg)
     print(ingest.run(spark, cfg, run_id, manifest=str(manifest)).summary())
+    print(split.run(spark, cfg, run_id).summary())
     print_summary(Lakehouse(spark, cfg, run_id))
     return 0
 
@@ -58,6 +60,12 @@ def print_summary(lake: Lakehouse) -> None:
         "concat(width, 'x', height) AS size", "has_audio", "size(subtitles) AS cues", "title",
     ).orderBy("video_id")
     write_rows(videos.columns, [r.asDict() for r in videos.collect()], "table", out)
+    print("\n== clips ==", file=out)
+    clips = lake.read("clips").selectExpr(
+        "video_id", "clip_idx", "start_timecode", "end_timecode", "round(end_s - start_s, 2) AS seconds",
+        "size(shot_ids) AS shots",
+    ).orderBy("video_id", "clip_idx")
+    write_rows(clips.columns, [r.asDict() for r in clips.collect()], "table", out)
     print("\n== errors ==", file=out)
     errors = lake.read("errors").select("stage", "key", "error_class", "message").orderBy("stage", "key")
     write_rows(errors.columns, [r.asDict() for r in errors.collect()], "table", out)

@@ -192,15 +192,18 @@ class _SceneRenderer:
             texture += np.sin(kx * xx + ky * yy + phase)
         bg += (2.0 * texture)[..., None]
         self.background = bg.astype(np.float32)
+        # Light that changes through the take (clouds, a sunset): real shots drift, and a splitter
+        # that drops "still" events must see these as moving footage.
+        self.duration = duration
         self.yy = yy[:, :width].astype(np.float32)
         self.xx = xx[:, :width].astype(np.float32)
 
         # A few bright, saturated shapes moving 1-2 px/frame and bouncing off the borders.
         self.shapes = []
         for k in range(3):
-            size = float(rng.uniform(10, 18))
+            size = float(rng.uniform(16, 28))
             pos = rng.uniform([size, size], [width - size, height - size])
-            speed = rng.uniform(1.0, 2.0)
+            speed = rng.uniform(1.5, 2.5)
             angle = rng.uniform(0, 2 * np.pi)
             vel = speed * np.array([np.cos(angle), np.sin(angle)])
             shape_hue = (scene.hue + rng.choice([-1, 1]) * rng.uniform(90, 150))
@@ -235,7 +238,8 @@ class _SceneRenderer:
             alpha = np.clip(0.5 - d, 0.0, 1.0)[..., None]  # anti-aliased edge
             patch = img[y0:y1, x0:x1]
             img[y0:y1, x0:x1] = patch + alpha * (colour - patch)
-        return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        light = 0.75 + 0.5 * t / max(self.duration - 1, 1)  # brightness ramps 0.75 → 1.25
+        return np.clip(img * light + 0.5, 0, 255).astype(np.uint8)
 
 
 def _frames(spec: _Spec, rng: np.random.Generator):

@@ -96,7 +96,8 @@ def split_scan(video_id: str, scan: VideoScan, embedder: ImageEmbedder, params: 
         })
         for frame_idx, (role, frame_number) in enumerate(_clip_frame_numbers(clip_id, event, sample_index, params)):
             frame_rows.append({
-                "clip_id": clip_id, "frame_idx": frame_idx, "frame_number": frame_number, "role": role,
+                "clip_id": clip_id, "frame_idx": frame_idx, "video_id": video_id, "frame_number": frame_number,
+                "role": role,
                 "width": scan.sample_size[0], "height": scan.sample_size[1], "jpeg": scan.samples[frame_number],
             })
     return SplitResult(shot_rows, clip_rows, frame_rows)

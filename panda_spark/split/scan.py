@@ -39,6 +39,7 @@ class ScanParams:
     sample_fps: float = 4.0
     sample_short_side: int = 224
     jpeg_quality: int = 90
+    keep_frames: bool = True  # False: detect shots only (benchmarks)
 
 
 @dataclass
@@ -97,24 +98,25 @@ def scan_video(source: str | BinaryIO, params: ScanParams) -> VideoScan:
             score = 0.0 if previous_hsv is None else frame_score(previous_hsv, hsv)
             previous_hsv = hsv
             scores.append(score)
-            recent.append((index, frame))
-            if score >= params.threshold:  # a possible cut: keep the frames around it
-                wanted_until = max(wanted_until, index + reach)
-                for earlier, earlier_frame in recent:
-                    if earlier not in pending:
-                        pending[earlier] = embed(earlier_frame)
-            if index >= next_forced - reach:  # approaching a possible forced cut
-                wanted_until = max(wanted_until, next_forced + reach)
-                if index >= next_forced:
-                    next_forced += step
-            if index <= wanted_until and index not in pending:
-                pending[index] = embed(frame)
+            if params.keep_frames:
+                recent.append((index, frame))
+                if score >= params.threshold:  # a possible cut: keep the frames around it
+                    wanted_until = max(wanted_until, index + reach)
+                    for earlier, earlier_frame in recent:
+                        if earlier not in pending:
+                            pending[earlier] = embed(earlier_frame)
+                if index >= next_forced - reach:  # approaching a possible forced cut
+                    wanted_until = max(wanted_until, next_forced + reach)
+                    if index >= next_forced:
+                        next_forced += step
+                if index <= wanted_until and index not in pending:
+                    pending[index] = embed(frame)
+                if index % sample_every == 0:
+                    samples[index] = cv2.imencode(".jpg", sample(frame)[:, :, ::-1], jpeg_params)[1].tobytes()
             cut = cut_filter.push(score)
             if cut is not None:
                 resolve(cut)
                 next_forced = cut + step
-            if index % sample_every == 0:
-                samples[index] = cv2.imencode(".jpg", sample(frame)[:, :, ::-1], jpeg_params)[1].tobytes()
 
         for earlier, earlier_frame in recent:  # the last shot's 95% frame lies near the end
             if earlier not in pending:

@@ -1,0 +1,117 @@
+"""Split stage (Spark wrapper): `videos` → `shots`, `clips`, `clip_frames`; failures → `errors`.
+
+One `mapInPandas` task per small batch of videos (`split_batch`) decodes each video once and
+returns its shots, clips and clip frames as nested rows; the driver writes each table with a
+replacing MERGE (a re-split video's old rows go). Incremental: a video whose shots carry the
+current parameter hash is skipped. Resources: CPU (the colour/layout embedder); one decoder and
+at most a few hundred 224² frames in memory per task.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from functools import partial
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from panda_spark import storage
+from panda_spark.config import Config, SplitSettings
+from panda_spark.errors import InputError
+from panda_spark.runs import StageReport
+from panda_spark.split.core import SplitParams, split_video
+from panda_spark.split.embedders import ColorLayoutEmbedder, ImageEmbedder
+from panda_spark.split.scan import ScanParams
+from panda_spark.split.stitching import StitchParams, stitch_params
+from panda_spark.tables import TABLES, Lakehouse
+
+STAGE = "split"
+_PRODUCED = ("shots", "clips", "clip_frames")
+
+
+def _nested(table: str) -> str:
+    cols = ", ".join(f"{f.name}: {f.dataType.simpleString()}" for f in TABLES[table].schema
+                     if f.name not in ("run_id", "created_at", "updated_at"))
+    return f"ARRAY<STRUCT<{cols}>>"
+
+
+def result_schema() -> str:
+    """One row per video: status, and the video's rows of each produced table, nested."""
+    nested = ", ".join(f"{t} {_nested(t)}" for t in _PRODUCED)
+    return f"video_id STRING, status STRING, error_class STRING, message STRING, {nested}"
+
+
+def split_params(settings: SplitSettings) -> SplitParams:
+    """Conf → core parameters; empty stitching keys take the preset's value."""
+    overrides = {f.name: getattr(settings, f.name) for f in fields(StitchParams)
+                 if getattr(settings, f.name, None) is not None}
+    scan = ScanParams(
+        threshold=settings.threshold, min_scene_len=settings.min_scene_len,
+        analysis_width=settings.analysis_width, analysis_height=settings.analysis_height,
+        max_shot_s=settings.max_shot_s, forced_step_s=settings.forced_step_s, embed_size=224,
+        sample_fps=settings.sample_fps, sample_short_side=settings.frame_size,
+    )
+    return SplitParams(settings.preset, scan, stitch_params(settings.preset, **overrides), settings.uniform_frames)
+
+
+_EMBEDDERS: dict[str, ImageEmbedder] = {}  # per Python worker: models load once, not per batch
+
+
+def load_embedder(name: str) -> ImageEmbedder:
+    if name not in _EMBEDDERS:
+        _EMBEDDERS[name] = ColorLayoutEmbedder()
+    return _EMBEDDERS[name]
+
+
+def split_batch(batches: Iterator[pd.DataFrame], embedder_name: str, params: SplitParams) -> Iterator[pd.DataFrame]:
+    """mapInPandas adapter: rows (video_id, path) in, one `result_schema()` row per video out."""
+    embedder = load_embedder(embedder_name)
+    for batch in batches:
+        out = []
+        for video_id, path in zip(batch["video_id"], batch["path"]):
+            row = {"video_id": video_id, "status": "split", "error_class": None, "message": None}
+            try:
+                with storage.open_binary(path) as fh:
+                    result = split_video(video_id, fh, embedder, params)
+                row.update(shots=result.shots, clips=result.clips, clip_frames=result.clip_frames)
+            except InputError as exc:
+                row.update(status="error", error_class=exc.error_class, message=exc.message)
+            except Exception as exc:  # a decoder failure on one video must not fail the stage
+                row.update(status="error", error_class=type(exc).__name__, message=str(exc)[:2000])
+            out.append(row)
+        yield pd.DataFrame(out, columns=["video_id", "status", "error_class", "message", *_PRODUCED])
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
+    report = StageReport(STAGE, run_id)
+    lake = Lakehouse(spark, cfg, run_id)
+    params = split_params(cfg.split)
+    embedder_name = cfg.split.embedder
+    params_hash = params.hash(load_embedder(embedder_name).name)
+    spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"split videos (params {params_hash})")
+
+    done = lake.read("shots").filter(F.col("params_hash") == params_hash).select("video_id").distinct()
+    todo = lake.read("videos").select("video_id", "path").join(done, "video_id", "left_anti")
+    skipped = done.count()
+    partitions = cfg.split.partitions or spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
+    spark.sparkContext.setJobDescription("split: decode, detect, stitch")
+    results = todo.repartition(partitions).mapInPandas(
+        partial(split_batch, embedder_name=embedder_name, params=params), result_schema()
+    ).localCheckpoint(eager=True)
+
+    ok = results.filter("status = 'split'")
+    counts = {}
+    for table in _PRODUCED:
+        rows = ok.select("video_id", F.explode(table).alias("r")).select("r.*")
+        counts[table] = lake.replace(table, rows, scope=ok.select("video_id")).total
+    errors = results.filter("status = 'error'").select(
+        F.col("video_id").alias("key"), "error_class", "message",
+        F.to_json(F.struct("video_id")).alias("input_snapshot"),
+    )
+    errored = lake.record_errors(STAGE, errors).total
+    lake.clear_errors(STAGE, ok.select(F.col("video_id").alias("key")))
+    report.counts = {"videos": ok.count(), "skipped": skipped, **counts, "errored": errored}
+    return report.finish()
+
