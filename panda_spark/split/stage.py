@@ -12,13 +12,14 @@ from dataclasses import fields
 from functools import partial
 from typing import Iterator
 
+import av
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from panda_spark import storage
 from panda_spark.config import Config, SplitSettings
-from panda_spark.errors import InputError
+from panda_spark.errors import CorruptVideo, FileNotFound, InputError
 from panda_spark.runs import StageReport
 from panda_spark.split.core import SplitParams, split_video
 from panda_spark.split.embedders import ColorLayoutEmbedder, ImageEmbedder
@@ -70,17 +71,28 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder_name: str, params: Spl
     for batch in batches:
         out = []
         for video_id, path in zip(batch["video_id"], batch["path"]):
-            row = {"video_id": video_id, "status": "split", "error_class": None, "message": None}
+            row = {"video_id": video_id, "status": "split", "error_class": None, "message": None,
+                   **{table: [] for table in _PRODUCED}}
             try:
                 with storage.open_binary(path) as fh:
                     result = split_video(video_id, fh, embedder, params)
                 row.update(shots=result.shots, clips=result.clips, clip_frames=result.clip_frames)
-            except InputError as exc:
-                row.update(status="error", error_class=exc.error_class, message=exc.message)
-            except Exception as exc:  # a decoder failure on one video must not fail the stage
-                row.update(status="error", error_class=type(exc).__name__, message=str(exc)[:2000])
+            except Exception as exc:  # one unreadable video must not fail the stage
+                error_class, message = _classify(exc)
+                row.update(status="error", error_class=error_class, message=message)
             out.append(row)
         yield pd.DataFrame(out, columns=["video_id", "status", "error_class", "message", *_PRODUCED])
+
+
+def _classify(exc: Exception) -> tuple[str, str]:
+    """(error_class, message) for the errors table; the file was a good video at ingest."""
+    if isinstance(exc, InputError):
+        return exc.error_class, exc.message
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFound.error_class, f"video file is gone since ingest: {exc}"
+    if isinstance(exc, av.FFmpegError):
+        return CorruptVideo.error_class, f"decoding failed (changed since ingest?): {exc}"
+    return type(exc).__name__, str(exc)[:2000]
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
