@@ -13,6 +13,9 @@ setup(
         "PyYAML", "fsspec",
     ],
     # scenedetect itself is installed by the Makefile with --no-deps (see constraints.txt)
-    extras_require={"test": ["pytest", "click", "platformdirs", "tqdm"]},
+    extras_require={
+        "ml": ["torch", "torchvision", "transformers"],  # transformers embedders and teachers
+        "test": ["pytest", "click", "platformdirs", "tqdm"],
+    },
     entry_points={"console_scripts": ["panda-spark=panda_spark.cli:main"]},
 )

@@ -60,6 +60,14 @@ class MlflowSettings:
 
 
 @dataclass
+class ModelSettings:
+    # Run model code shipped with a checkpoint (transformers trust_remote_code): only if you trust it.
+    trust_remote_code: bool = False
+    # Where checkpoints are cached; empty: <paths.root>/models (on clusters, a shared Volume/mount).
+    cache_dir: str | None = None
+
+
+@dataclass
 class RunSettings:
     # One id shared by every row a run writes and its MLflow runs; empty: a fresh uuid per run.
     id: str | None = None
@@ -94,8 +102,13 @@ class SplitSettings:
     redundancy_threshold: float | None = None
     trim_fraction: float | None = None
     still_threshold: float | None = None
-    # Image embedder for stitching: "color-layout" (non-learned, CPU, offline).
-    embedder: Literal["color-layout"] = "color-layout"
+    # Image embedder for stitching: "color-layout" (non-learned, CPU, offline), or a transformers
+    # vision model with get_image_features (CLIP, SigLIP): a hub id or a local directory.
+    embedder: str = "color-layout"
+    embedder_revision: str | None = None
+    embed_batch_size: int = field(default=64, metadata=_spec(minimum=1))
+    device: str = "auto"  # auto: the task's GPU, else cuda:0 if present, else cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Frames kept per clip for the teachers: uniform ones + one keyframe from 30–70% of the clip.
     uniform_frames: int = field(default=8, metadata=_spec(minimum=1))
     sample_fps: float = field(default=4.0, metadata=_spec(minimum=0.1))
@@ -110,6 +123,7 @@ class Config:
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
 
@@ -123,8 +137,8 @@ class Config:
         return self.root / "warehouse"
 
     @property
-    def model_cache_dir(self) -> Path:
-        return self.root / "models"
+    def model_cache_dir(self) -> str:
+        return self.models.cache_dir or str(self.root / "models")
 
     @property
     def clip_store_dir(self) -> Path:

@@ -3,12 +3,13 @@
 One `mapInPandas` task per small batch of videos (`split_batch`) decodes each video once and
 returns its shots, clips and clip frames as nested rows; the driver writes each table with a
 replacing MERGE (a re-split video's old rows go). Incremental: a video whose shots carry the
-current parameter hash is skipped. Resources: CPU (the colour/layout embedder); one decoder and
-at most a few hundred 224² frames in memory per task.
+current parameter hash is skipped. Resources: one decoder and at most a few hundred 224² frames
+in memory per task; the colour/layout embedder runs on CPU, a transformers embedder on the task's
+GPU when the cluster schedules GPUs (`split.device: auto`), loaded once per Python worker.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Iterator
 
@@ -23,6 +24,7 @@ from panda_spark.errors import CorruptVideo, FileNotFound, InputError
 from panda_spark.runs import StageReport
 from panda_spark.split.core import SplitParams, split_video
 from panda_spark.split.embedders import ColorLayoutEmbedder, ImageEmbedder
+from panda_spark.split.hf_embedder import hf_embedder_name
 from panda_spark.split.scan import ScanParams
 from panda_spark.split.stitching import StitchParams, stitch_params
 from panda_spark.tables import TABLES, Lakehouse
@@ -56,18 +58,44 @@ def split_params(settings: SplitSettings) -> SplitParams:
     return SplitParams(settings.preset, scan, stitch_params(settings.preset, **overrides), settings.uniform_frames)
 
 
-_EMBEDDERS: dict[str, ImageEmbedder] = {}  # per Python worker: models load once, not per batch
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What a worker needs to build the embedder (pickled into the UDF, not the model itself)."""
+
+    name: str
+    revision: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 64
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "EmbedderSpec":
+        s = cfg.split
+        return cls(s.embedder, s.embedder_revision, cfg.model_cache_dir, s.device, s.dtype, s.embed_batch_size,
+                   cfg.models.trust_remote_code)
 
 
-def load_embedder(name: str) -> ImageEmbedder:
-    if name not in _EMBEDDERS:
-        _EMBEDDERS[name] = ColorLayoutEmbedder()
-    return _EMBEDDERS[name]
+_EMBEDDERS: dict[EmbedderSpec, ImageEmbedder] = {}  # per Python worker: models load once, not per batch
 
 
-def split_batch(batches: Iterator[pd.DataFrame], embedder_name: str, params: SplitParams) -> Iterator[pd.DataFrame]:
+def load_embedder(spec: EmbedderSpec) -> ImageEmbedder:
+    if spec not in _EMBEDDERS:
+        if spec.name == "color-layout":
+            _EMBEDDERS[spec] = ColorLayoutEmbedder()
+        else:
+            from panda_spark.split.hf_embedder import TransformersImageEmbedder  # imports torch
+
+            _EMBEDDERS[spec] = TransformersImageEmbedder(
+                spec.name, spec.revision, spec.cache_dir, spec.device, spec.dtype, spec.batch_size,
+                spec.trust_remote_code)
+    return _EMBEDDERS[spec]
+
+
+def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params: SplitParams) -> Iterator[pd.DataFrame]:
     """mapInPandas adapter: rows (video_id, path) in, one `result_schema()` row per video out."""
-    embedder = load_embedder(embedder_name)
+    model = load_embedder(embedder)
     for batch in batches:
         out = []
         for video_id, path in zip(batch["video_id"], batch["path"]):
@@ -75,13 +103,18 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder_name: str, params: Spl
                    **{table: [] for table in _PRODUCED}}
             try:
                 with storage.open_binary(path) as fh:
-                    result = split_video(video_id, fh, embedder, params)
+                    result = split_video(video_id, fh, model, params)
                 row.update(shots=result.shots, clips=result.clips, clip_frames=result.clip_frames)
             except Exception as exc:  # one unreadable video must not fail the stage
                 error_class, message = _classify(exc)
                 row.update(status="error", error_class=error_class, message=message)
             out.append(row)
         yield pd.DataFrame(out, columns=["video_id", "status", "error_class", "message", *_PRODUCED])
+
+
+def embedder_version(spec: EmbedderSpec) -> str:
+    """The embedder's identity for the parameter hash, known without loading a model."""
+    return ColorLayoutEmbedder.name if spec.name == "color-layout" else hf_embedder_name(spec.name, spec.revision)
 
 
 def _classify(exc: Exception) -> tuple[str, str]:
@@ -99,8 +132,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
     params = split_params(cfg.split)
-    embedder_name = cfg.split.embedder
-    params_hash = params.hash(load_embedder(embedder_name).name)
+    embedder = EmbedderSpec.from_config(cfg)
+    params_hash = params.hash(embedder_version(embedder))
     spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"split videos (params {params_hash})")
 
     done = lake.read("shots").filter(F.col("params_hash") == params_hash).select("video_id").distinct()
@@ -110,7 +143,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
     spark.sparkContext.setJobDescription("split: decode, detect, stitch")
     results = todo.repartition(partitions).mapInPandas(
-        partial(split_batch, embedder_name=embedder_name, params=params), result_schema()
+        partial(split_batch, embedder=embedder, params=params), result_schema()
     ).localCheckpoint(eager=True)
 
     ok = results.filter("status = 'split'")

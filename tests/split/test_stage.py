@@ -70,3 +70,17 @@ def test_a_video_that_cannot_be_read_lands_in_errors_and_the_rest_split(spark, s
     (error,) = lake.read("errors").filter("stage = 'split'").collect()
     assert (error.key, error.error_class) == (videos[1].video_id, "CorruptVideo")
     assert lake.read("clips").select("video_id").distinct().count() == 2
+
+
+def test_a_transformers_embedder_from_conf_resplits_in_spark(lake, state_root, tmp_path):
+    from tests.models.tiny import tiny_clip
+
+    lake, _, _ = lake
+    model = tiny_clip(tmp_path / "clip")
+    cfg = load_config(None, [*overrides_for(state_root, "split_e2e"), f"split.embedder={model}",
+                             "split.embed_batch_size=8"])
+    report = split.run(lake.spark, cfg, "split-run-hf")
+    assert report.counts["videos"] == 3 and report.counts["errored"] == 0
+    clips = lake.read("clips").collect()
+    assert clips and {len(c.embedding) for c in clips} == {16}
+    assert {c.params_hash for c in clips} == {r.params_hash for r in lake.read("shots").collect()}

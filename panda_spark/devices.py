@@ -1,0 +1,38 @@
+"""Which device a Python worker's models run on, and in which precision.
+
+On a cluster with GPU scheduling, Spark gives each task its GPU addresses
+(`spark.task.resource.gpu.amount`); a model then runs on the first one. Without task resources
+(local mode, or a driver) it uses cuda:0 when torch sees a GPU, else the CPU.
+"""
+from __future__ import annotations
+
+
+def task_device(preference: str = "auto") -> str:
+    """`auto` → the task's GPU, else cuda:0 if present, else cpu; `cpu` / `cuda[:N]` as given."""
+    if preference != "auto":
+        return preference
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    try:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        gpus = context.resources().get("gpu") if context else None
+        if gpus and gpus.addresses:
+            return f"cuda:{gpus.addresses[0]}"
+    except ImportError:  # the cores run without Spark too
+        pass
+    return "cuda:0"
+
+
+def torch_dtype(name: str, device: str):
+    """`auto` → bfloat16 on GPUs that have it (float16 on older ones), float32 on CPU."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
