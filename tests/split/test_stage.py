@@ -84,3 +84,23 @@ def test_a_transformers_embedder_from_conf_resplits_in_spark(lake, state_root, t
     clips = lake.read("clips").collect()
     assert clips and {len(c.embedding) for c in clips} == {16}
     assert {c.params_hash for c in clips} == {r.params_hash for r in lake.read("shots").collect()}
+
+
+def test_the_emr_conf_runs_on_the_provided_session(spark, tmp_path):
+    """Cluster mode: the session is the one already running (as spark-submit gives it), tables are
+    external at catalog.location; only paths and the embedder are pointed at local stand-ins."""
+    from tests.conftest import REPO
+
+    videos = render_demo_sources(tmp_path / "src")[:1]
+    cfg = load_config(REPO / "conf" / "emr.yaml", [
+        f"paths.root={tmp_path / 'node'}", f"paths.allowed_roots=[{tmp_path / 'src'}]",
+        f"catalog.location={tmp_path / 'lake'}", "catalog.schema=emr_like", "split.embedder=color-layout",
+        "ingest.partitions=2", "split.partitions=2",
+    ])
+    session = get_spark(cfg)
+    assert session is spark  # no new session, no jars fetched
+    ingest.run(session, cfg, "emr", manifest=str(write_manifest(videos, tmp_path / "src" / "manifest.csv")))
+    report = split.run(session, cfg, "emr")
+    assert report.counts["videos"] == 1 and report.counts["clips"] > 0
+    location = spark.sql("DESCRIBE DETAIL emr_like.clips").first()["location"]
+    assert location.endswith(f"{tmp_path / 'lake'}/clips")
