@@ -59,7 +59,7 @@ TABLES: dict[str, TableSpec] = {
             "shots",
             "shot_id STRING NOT NULL, video_id STRING NOT NULL, shot_idx INT, start_frame BIGINT, "
             "end_frame BIGINT, start_s DOUBLE, end_s DOUBLE, forced BOOLEAN, cut_score DOUBLE, "
-            "params_hash STRING, splitter_version STRING",
+            "params_hash STRING, splitter_version STRING, source_hash STRING",
             key=("shot_id",),
             comment="Shots from content-based cut detection plus forced cuts (split)",
         ),

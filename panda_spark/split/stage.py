@@ -31,18 +31,21 @@ from panda_spark.tables import TABLES, Lakehouse
 
 STAGE = "split"
 _PRODUCED = ("shots", "clips", "clip_frames")
+# Columns the driver adds, not the per-video task: audit columns, and the content hash of the
+# video file that was split (a changed file is split again).
+_FILLED_BY_STAGE = ("run_id", "created_at", "updated_at", "source_hash")
 
 
 def _nested(table: str) -> str:
     cols = ", ".join(f"{f.name}: {f.dataType.simpleString()}" for f in TABLES[table].schema
-                     if f.name not in ("run_id", "created_at", "updated_at"))
+                     if f.name not in _FILLED_BY_STAGE)
     return f"ARRAY<STRUCT<{cols}>>"
 
 
 def result_schema() -> str:
     """One row per video: status, and the video's rows of each produced table, nested."""
     nested = ", ".join(f"{t} {_nested(t)}" for t in _PRODUCED)
-    return f"video_id STRING, status STRING, error_class STRING, message STRING, {nested}"
+    return f"video_id STRING, content_hash STRING, status STRING, error_class STRING, message STRING, {nested}"
 
 
 def split_params(settings: SplitSettings) -> SplitParams:
@@ -52,8 +55,7 @@ def split_params(settings: SplitSettings) -> SplitParams:
     scan = ScanParams(
         threshold=settings.threshold, min_scene_len=settings.min_scene_len,
         analysis_width=settings.analysis_width, analysis_height=settings.analysis_height,
-        max_shot_s=settings.max_shot_s, forced_step_s=settings.forced_step_s, embed_size=224,
-        sample_fps=settings.sample_fps, sample_short_side=settings.frame_size,
+        max_shot_s=settings.max_shot_s, forced_step_s=settings.forced_step_s, sample_fps=settings.sample_fps, sample_short_side=settings.frame_size,
     )
     return SplitParams(settings.preset, scan, stitch_params(settings.preset, **overrides), settings.uniform_frames)
 
@@ -94,12 +96,12 @@ def load_embedder(spec: EmbedderSpec) -> ImageEmbedder:
 
 
 def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params: SplitParams) -> Iterator[pd.DataFrame]:
-    """mapInPandas adapter: rows (video_id, path) in, one `result_schema()` row per video out."""
+    """mapInPandas adapter: rows (video_id, content_hash, path) in, one `result_schema()` row per video out."""
     model = load_embedder(embedder)
     for batch in batches:
         out = []
-        for video_id, path in zip(batch["video_id"], batch["path"]):
-            row = {"video_id": video_id, "status": "split", "error_class": None, "message": None,
+        for video_id, content_hash, path in zip(batch["video_id"], batch["content_hash"], batch["path"]):
+            row = {"video_id": video_id, "content_hash": content_hash, "status": "split", "error_class": None, "message": None,
                    **{table: [] for table in _PRODUCED}}
             try:
                 with storage.open_binary(path) as fh:
@@ -109,7 +111,7 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params:
                 error_class, message = _classify(exc)
                 row.update(status="error", error_class=error_class, message=message)
             out.append(row)
-        yield pd.DataFrame(out, columns=["video_id", "status", "error_class", "message", *_PRODUCED])
+        yield pd.DataFrame(out, columns=["video_id", "content_hash", "status", "error_class", "message", *_PRODUCED])
 
 
 def embedder_version(spec: EmbedderSpec) -> str:
@@ -136,9 +138,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     params_hash = params.hash(embedder_version(embedder))
     spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"split videos (params {params_hash})")
 
-    done = lake.read("shots").filter(F.col("params_hash") == params_hash).select("video_id").distinct()
-    todo = lake.read("videos").select("video_id", "path").join(done, "video_id", "left_anti")
-    skipped = done.count()
+    done = (lake.read("shots").filter(F.col("params_hash") == params_hash)
+            .select("video_id", F.col("source_hash").alias("content_hash")).distinct())
+    videos = lake.read("videos").select("video_id", "content_hash", "path")
+    todo = videos.join(done, ["video_id", "content_hash"], "left_anti")
+    skipped = videos.join(done, ["video_id", "content_hash"], "left_semi").count()
     partitions = cfg.split.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
     spark.sparkContext.setJobDescription("split: decode, detect, stitch")
@@ -149,7 +153,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     ok = results.filter("status = 'split'")
     counts = {}
     for table in _PRODUCED:
-        rows = ok.select("video_id", F.explode(table).alias("r")).select("r.*")
+        rows = ok.select(F.col("content_hash").alias("source_hash"), F.explode(table).alias("r"))
+        rows = rows.select("r.*", "source_hash")
         counts[table] = lake.replace(table, rows, scope=ok.select("video_id")).total
     errors = results.filter("status = 'error'").select(
         F.col("video_id").alias("key"), "error_class", "message",

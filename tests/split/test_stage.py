@@ -104,3 +104,20 @@ def test_the_emr_conf_runs_on_the_provided_session(spark, tmp_path):
     assert report.counts["videos"] == 1 and report.counts["clips"] > 0
     location = spark.sql("DESCRIBE DETAIL emr_like.clips").first()["location"]
     assert location.endswith(f"{tmp_path / 'lake'}/clips")
+
+
+def test_a_changed_video_file_is_split_again(spark, state_root, tmp_path):
+    import shutil
+
+    videos = render_demo_sources(tmp_path)
+    cfg = load_config(None, overrides_for(state_root, "split_changed"))
+    lake = Lakehouse(get_spark(cfg), cfg, "r")
+    manifest = str(write_manifest(videos, tmp_path / "manifest.csv"))
+    ingest.run(lake.spark, cfg, "r1", manifest=manifest)
+    assert split.run(lake.spark, cfg, "r1").counts["videos"] == 3
+    shutil.copy(videos[0].path, videos[2].path)  # '-demo_dash' now holds the city footage
+    assert ingest.run(lake.spark, cfg, "r2", manifest=manifest).counts["updated"] == 1
+    report = split.run(lake.spark, cfg, "r2")
+    assert (report.counts["videos"], report.counts["skipped"]) == (1, 2)
+    dash = lake.read("clips").filter("video_id = '-demo_dash'").collect()
+    assert {c.run_id for c in dash} == {"r2"} and max(c.end_frame for c in dash) == videos[0].frame_count
