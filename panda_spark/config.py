@@ -113,6 +113,9 @@ class SplitSettings:
     uniform_frames: int = field(default=8, metadata=_spec(minimum=1))
     sample_fps: float = field(default=4.0, metadata=_spec(minimum=0.1))
     frame_size: int = field(default=224, metadata=_spec(minimum=16))
+    # Also write each clip as its own mp4 (video only, timestamps from 0) into <paths.root>/clips:
+    # a second decode of the clip ranges, so off unless you need the files.
+    materialize_clips: bool = False
     partitions: int = field(default=0, metadata=_spec(minimum=0))
 
 
@@ -141,8 +144,8 @@ class Config:
         return self.models.cache_dir or str(self.root / "models")
 
     @property
-    def clip_store_dir(self) -> Path:
-        return self.root / "clips"
+    def clip_store_dir(self) -> str:
+        return f"{self.paths.root.rstrip('/')}/clips"
 
     @property
     def mlflow_tracking_uri(self) -> str:

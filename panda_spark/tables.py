@@ -68,7 +68,7 @@ TABLES: dict[str, TableSpec] = {
             "clip_id STRING NOT NULL, video_id STRING NOT NULL, clip_idx INT, start_frame BIGINT, "
             "end_frame BIGINT, start_s DOUBLE, end_s DOUBLE, start_timecode STRING, end_timecode STRING, "
             "shot_ids ARRAY<STRING>, embedding ARRAY<FLOAT>, preset STRING, params_hash STRING, "
-            "splitter_version STRING",
+            "splitter_version STRING, clip_path STRING",
             key=("clip_id",),
             comment="Semantically coherent clips stitched from shots (split)",
         ),

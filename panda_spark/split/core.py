@@ -31,6 +31,7 @@ class SplitParams:
     stitch: StitchParams = field(default_factory=lambda: stitch_params("released_code"))
     uniform_frames: int = 8  # frames per clip for video teachers
     keyframe_range: tuple[float, float] = (0.3, 0.7)  # one more frame for image teachers
+    materialize_clips: bool = False  # written by the stage; in the hash so turning it on re-splits
 
     def hash(self, embedder_name: str) -> str:
         """Identifies everything that decides the output: a video split with the same hash is done."""
@@ -93,6 +94,7 @@ def split_scan(video_id: str, scan: VideoScan, embedder: ImageEmbedder, params: 
             "shot_ids": [shot_ids[i] for i in event.shot_indices],
             "embedding": event.embedding.astype(np.float32).tolist(),
             "preset": params.preset, "params_hash": p_hash, "splitter_version": SPLITTER_VERSION,
+            "clip_path": None,
         })
         for frame_idx, (role, frame_number) in enumerate(_clip_frame_numbers(clip_id, event, sample_index, params)):
             frame_rows.append({

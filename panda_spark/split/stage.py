@@ -28,6 +28,7 @@ from panda_spark.split.hf_embedder import hf_embedder_name
 from panda_spark.split.scan import ScanParams
 from panda_spark.split.stitching import StitchParams, stitch_params
 from panda_spark.tables import TABLES, Lakehouse
+from panda_spark.video.clip_writer import write_clips
 
 STAGE = "split"
 _PRODUCED = ("shots", "clips", "clip_frames")
@@ -57,7 +58,8 @@ def split_params(settings: SplitSettings) -> SplitParams:
         analysis_width=settings.analysis_width, analysis_height=settings.analysis_height,
         max_shot_s=settings.max_shot_s, forced_step_s=settings.forced_step_s, sample_fps=settings.sample_fps, sample_short_side=settings.frame_size,
     )
-    return SplitParams(settings.preset, scan, stitch_params(settings.preset, **overrides), settings.uniform_frames)
+    return SplitParams(settings.preset, scan, stitch_params(settings.preset, **overrides), settings.uniform_frames,
+                       materialize_clips=settings.materialize_clips)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def load_embedder(spec: EmbedderSpec) -> ImageEmbedder:
     return _EMBEDDERS[spec]
 
 
-def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params: SplitParams) -> Iterator[pd.DataFrame]:
+def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params: SplitParams,
+                clip_store: str | None = None) -> Iterator[pd.DataFrame]:
     """mapInPandas adapter: rows (video_id, content_hash, path) in, one `result_schema()` row per video out."""
     model = load_embedder(embedder)
     for batch in batches:
@@ -106,6 +109,8 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params:
             try:
                 with storage.open_binary(path) as fh:
                     result = split_video(video_id, fh, model, params)
+                if clip_store:
+                    _materialize(path, result.clips, clip_store)
                 row.update(shots=result.shots, clips=result.clips, clip_frames=result.clip_frames)
             except Exception as exc:  # one unreadable video must not fail the stage
                 error_class, message = _classify(exc)
@@ -117,6 +122,15 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params:
 def embedder_version(spec: EmbedderSpec) -> str:
     """The embedder's identity for the parameter hash, known without loading a model."""
     return ColorLayoutEmbedder.name if spec.name == "color-layout" else hf_embedder_name(spec.name, spec.revision)
+
+
+def _materialize(path: str, clips: list[dict], clip_store: str) -> None:
+    """Write the clips' mp4s (named by clip id, never by the video id from the manifest)."""
+    out_paths = {c["clip_id"]: f"{clip_store}/{c['clip_id'][:2]}/{c['clip_id']}.mp4" for c in clips}
+    with storage.open_binary(path) as fh:
+        write_clips(fh, {c["clip_id"]: (c["start_frame"], c["end_frame"]) for c in clips}, out_paths)
+    for clip in clips:
+        clip["clip_path"] = out_paths[clip["clip_id"]]
 
 
 def _classify(exc: Exception) -> tuple[str, str]:
@@ -147,7 +161,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
     spark.sparkContext.setJobDescription("split: decode, detect, stitch")
     results = todo.repartition(partitions).mapInPandas(
-        partial(split_batch, embedder=embedder, params=params), result_schema()
+        partial(split_batch, embedder=embedder, params=params,
+                clip_store=cfg.clip_store_dir if params.materialize_clips else None),
+        result_schema(),
     ).localCheckpoint(eager=True)
 
     ok = results.filter("status = 'split'")

@@ -121,3 +121,23 @@ def test_a_changed_video_file_is_split_again(spark, state_root, tmp_path):
     assert (report.counts["videos"], report.counts["skipped"]) == (1, 2)
     dash = lake.read("clips").filter("video_id = '-demo_dash'").collect()
     assert {c.run_id for c in dash} == {"r2"} and max(c.end_frame for c in dash) == videos[0].frame_count
+
+
+def test_clips_can_be_materialised_as_mp4_files_with_timestamps_from_zero(spark, state_root, tmp_path):
+    import av
+
+    videos = render_demo_sources(tmp_path / "src")[:1]
+    cfg = load_config(None, [*overrides_for(state_root, "split_files"), "split.materialize_clips=true",
+                             f"paths.root={tmp_path / 'root'}"])
+    lake = Lakehouse(get_spark(cfg), cfg, "r")
+    ingest.run(lake.spark, cfg, "r", manifest=str(write_manifest(videos, tmp_path / "src" / "manifest.csv")))
+    split.run(lake.spark, cfg, "r")
+    clips = lake.read("clips").collect()
+    assert clips
+    for clip in clips:
+        assert clip.clip_path == f"{tmp_path / 'root'}/clips/{clip.clip_id[:2]}/{clip.clip_id}.mp4"
+        with av.open(clip.clip_path) as container:
+            frames = list(container.decode(video=0))
+        assert len(frames) == clip.end_frame - clip.start_frame
+        assert frames[0].time == 0.0
+        assert frames[-1].time == pytest.approx((len(frames) - 1) / 25.0)
