@@ -1,4 +1,3 @@
-
 from panda_spark.text.clip_text import (
     PROMPT_WITH_TEXT, PROMPT_WITHOUT_TEXT, build_prompt, clean_cue_text, clip_subtitles, truncate,
 )
