@@ -119,6 +119,48 @@ class SplitSettings:
     partitions: int = field(default=0, metadata=_spec(minimum=0))
 
 
+TEACHER_INPUTS = ("frame", "video", "subtitles", "metadata")
+
+
+@dataclass
+class TeacherSettings:
+    name: str  # unique; goes into candidate_captions.teacher
+    # A hub id, a local directory, or tiny:<family> (a tiny random model of that family, built
+    # on first use into the model cache: its captions are noise, for offline runs and tests).
+    model: str
+    adapter: Literal["blip2", "git-video", "text-llm", "qwen2-vl"]
+    revision: str | None = None
+    # frame: one frame from 30–70% of the clip; video: num_frames uniform frames;
+    # subtitles / metadata: the clip's subtitles and the video's title + description in the prompt.
+    inputs: list[str] = field(default_factory=lambda: ["frame"])
+    prompt: str | None = None  # template with {subtitles}, {title}, {description}; empty: the paper's
+    prompt_without_text: str | None = None
+    max_new_tokens: int = field(default=40, metadata=_spec(minimum=1))
+    num_beams: int = field(default=1, metadata=_spec(minimum=1))
+    do_sample: bool = False
+    num_frames: int = field(default=8, metadata=_spec(minimum=1))
+    batch_size: int = field(default=8, metadata=_spec(minimum=1))
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+
+
+def _tiny_teacher(name: str, adapter: str, inputs: list[str]) -> TeacherSettings:
+    return TeacherSettings(name=name, model=f"tiny:{adapter}", adapter=adapter, inputs=inputs, max_new_tokens=12)
+
+
+@dataclass
+class CaptionSettings:
+    teachers: list[TeacherSettings] = field(default_factory=lambda: [
+        _tiny_teacher("blip2-tiny", "blip2", ["frame"]),
+        _tiny_teacher("git-video-tiny", "git-video", ["video"]),
+        _tiny_teacher("qwen2-vl-tiny", "qwen2-vl", ["video", "subtitles", "metadata"]),
+        _tiny_teacher("text-llm-tiny", "text-llm", ["subtitles", "metadata"]),
+    ])
+    max_subtitle_tokens: int = field(default=200, metadata=_spec(minimum=1))
+    max_metadata_tokens: int = field(default=100, metadata=_spec(minimum=1))
+    partitions: int = field(default=0, metadata=_spec(minimum=0))
+
+
 @dataclass
 class Config:
     spark: SparkSettings = field(default_factory=SparkSettings)
@@ -129,6 +171,7 @@ class Config:
     models: ModelSettings = field(default_factory=ModelSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
+    caption: CaptionSettings = field(default_factory=CaptionSettings)
 
     # Derived locations (not conf keys).
     @property
@@ -214,6 +257,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     values = {}
     for name, f in fields.items():
         if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"conf key '{prefix}{name}' is required")
             continue
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
@@ -259,6 +304,8 @@ def _coerce(value: Any, hint: Any, key: str, meta: typing.Mapping) -> Any:
             return []
         if not isinstance(value, list):
             fail("a list, e.g. [a, b]")
+        if dataclasses.is_dataclass(args[0]):
+            return [_build(args[0], v, f"{key}[{i}].") for i, v in enumerate(value)]
         return [_coerce(v, args[0], f"{key}[{i}]", {}) for i, v in enumerate(value)]
     if origin is dict:
         if value is None:
@@ -270,6 +317,18 @@ def _coerce(value: Any, hint: Any, key: str, meta: typing.Mapping) -> Any:
 
 
 def _check_cross_keys(cfg: Config) -> None:
+    names = [t.name for t in cfg.caption.teachers]
+    for i, teacher in enumerate(cfg.caption.teachers):
+        key = f"caption.teachers[{i}]"
+        if teacher.name in names[:i]:
+            raise ConfigError(f"conf key '{key}.name': teacher names must be unique, '{teacher.name}' repeats")
+        unknown = [x for x in teacher.inputs if x not in TEACHER_INPUTS]
+        visual = [x for x in teacher.inputs if x in ("frame", "video")]
+        if unknown or len(visual) > 1 or (not visual and teacher.adapter != "text-llm") or not teacher.inputs:
+            raise ConfigError(
+                f"conf key '{key}.inputs': expected one of frame or video (none for a text-llm teacher) "
+                f"plus optionally subtitles and metadata, got {teacher.inputs}"
+            )
     if cfg.spark.mode == "embedded" and cfg.catalog.catalog:
         raise ConfigError(
             "conf key 'catalog.catalog': must be empty when spark.mode is 'embedded' "

@@ -50,7 +50,7 @@ def test_relative_root_is_made_absolute_against_the_working_directory(tmp_path, 
     "override, message",
     [
         ("ingest.manifst=x.csv", "unknown conf key 'ingest.manifst' (known keys under 'ingest': batch_rows, manifest,"),
-        ("ingestion.manifest=x.csv", "unknown conf key 'ingestion' (known keys at the top level: catalog, ingest,"),
+        ("ingestion.manifest=x.csv", "unknown conf key 'ingestion' (known keys at the top level: caption, catalog, ingest,"),
         ("ingest.batch_rows=abc", "conf key 'ingest.batch_rows': expected an integer, got 'abc'"),
         ("ingest.batch_rows=0", "conf key 'ingest.batch_rows': expected an integer ≥ 1, got 0"),
         ("ingest.batch_rows=2.5", "conf key 'ingest.batch_rows': expected an integer, got 2.5"),
@@ -67,6 +67,32 @@ def test_bad_overrides_name_the_key_and_the_expected_form(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "teachers, message",
+    [
+        ("[{name: a, adapter: blip2}]", "conf key 'caption.teachers[0].model' is required"),
+        ("[{name: a, model: m, adapter: blip3}]", "conf key 'caption.teachers[0].adapter': expected one of 'blip2',"),
+        ("[{name: a, model: m, adapter: blip2, inputs: [frame, video]}]", "'caption.teachers[0].inputs': expected one of"),
+        ("[{name: a, model: m, adapter: blip2, inputs: [subtitles]}]", "'caption.teachers[0].inputs': expected one of"),
+        ("[{name: a, model: m, adapter: blip2, inputs: [audio]}]", "'caption.teachers[0].inputs': expected one of"),
+        ("[{name: a, model: m, adapter: blip2}, {name: a, model: n, adapter: git-video, inputs: [video]}]",
+         "conf key 'caption.teachers[1].name': teacher names must be unique, 'a' repeats"),
+        ("[{name: a, model: m, adapter: blip2, max_new_tokens: 0}]",
+         "conf key 'caption.teachers[0].max_new_tokens': expected an integer ≥ 1, got 0"),
+    ],
+)
+def test_teacher_registry_errors_name_the_teacher_and_key(teachers, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"caption.teachers={teachers}"])
+    assert message in str(err.value)
+
+
+def test_a_teacher_list_from_the_command_line_replaces_the_default():
+    cfg = load_config(None, ["caption.teachers=[{name: t, model: Salesforce/blip2-opt-2.7b, adapter: blip2}]"])
+    (teacher,) = cfg.caption.teachers
+    assert (teacher.name, teacher.inputs, teacher.max_new_tokens, teacher.do_sample) == ("t", ["frame"], 40, False)
 
 
 def test_override_without_equals_sign_explains_the_form():
