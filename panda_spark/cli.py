@@ -21,7 +21,6 @@ log = logging.getLogger("panda_spark")
 # Stages that later issues build: the CLI names them now so scripts and jobs can be written
 # against one interface; running one says plainly that it is not there yet.
 PLANNED_STAGES = {
-    "caption": "#4 (cross-modality teachers)",
     "select": "#5 (fine-grained retrieval selection)",
     "finetune-retrieval": "#5 (selector fine-tuning)",
     "train-student": "#6 (student captioner)",
@@ -30,7 +29,6 @@ PLANNED_STAGES = {
     "import-panda-csv": "#7 (Panda-70M CSV import)",
     "pipeline": "#7 (all stages in order)",
 }
-STAGES = ("ingest", "split", *PLANNED_STAGES)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--manifest", metavar="PATH", help="CSV, JSON lines or Parquet with video_id, path, ...")
     _common(ingest)
     _common(sub.add_parser("split", help="split new videos into shots and clips, with frames for the teachers"))
+    _common(sub.add_parser("caption", help="caption new clips with every teacher in caption.teachers"))
     for stage, issue in PLANNED_STAGES.items():
         _common(sub.add_parser(stage, help=f"not built yet: issue {issue}"))
     sql = sub.add_parser("sql", help="run one SQL query over the tables")
@@ -96,21 +95,27 @@ def _configure_logging(quiet: bool) -> None:
 
 def _ingest(cfg: Config, args: argparse.Namespace) -> int:
     from panda_spark.ingest import stage
-    from panda_spark.runs import new_run_id
-    from panda_spark.spark import get_spark
 
-    report = stage.run(get_spark(cfg), cfg, new_run_id(cfg), manifest=args.manifest)
-    print(report.summary())
-    return 0
+    return _run_stage(stage.run, cfg, manifest=args.manifest)
 
 
 def _split(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.runs import new_run_id
-    from panda_spark.spark import get_spark
     from panda_spark.split import stage
 
-    report = stage.run(get_spark(cfg), cfg, new_run_id(cfg))
-    print(report.summary())
+    return _run_stage(stage.run, cfg)
+
+
+def _caption(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.caption import stage
+
+    return _run_stage(stage.run, cfg)
+
+
+def _run_stage(run: Callable, cfg: Config, **kwargs) -> int:
+    from panda_spark.runs import new_run_id
+    from panda_spark.spark import get_spark
+
+    print(run(get_spark(cfg), cfg, new_run_id(cfg), **kwargs).summary())
     return 0
 
 
@@ -155,7 +160,7 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     return run_demo(cfg)
 
 
-_COMMANDS = {"ingest": _ingest, "split": _split, "sql": _sql, "demo": _demo}
+_COMMANDS = {"ingest": _ingest, "split": _split, "caption": _caption, "sql": _sql, "demo": _demo}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ Contract (family -> what is built -> what its processor expects):
       ids = model.generate(**inputs, max_new_tokens=8, do_sample=False)
       processor.batch_decode(ids, skip_special_tokens=True)
 
+  `ids` starts with the prompt: 8 `<image>` tokens + BOS (`</s>`) + the prompt text (left-padded);
+  `skip_special_tokens=True` drops the specials, or slice off `inputs["input_ids"].shape[1]` when text
+  was given (`num_query_tokens + 1` = 9 when it was not).
+
 * ``"git-video"``: `GitForCausalLM` with `num_image_with_embedding=8` and `GitProcessor`
   (`CLIPImageProcessor` at 224x224 + BERT-style WordPiece tokenizer). The processor does not stack
   frames, so build pixel_values (batch, 8, 3, H, W) yourself::
@@ -34,7 +38,16 @@ Contract (family -> what is built -> what its processor expects):
       ids = model.generate(**enc, max_new_tokens=8, do_sample=False)
       tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
-* ``"qwen2-vl"``: see `_build_qwen2_vl` docstring (video of 8 frames + text prompt).
+* ``"qwen2-vl"``: `Qwen2VLForConditionalGeneration` (load with `AutoModelForImageTextToText`) and
+  `Qwen2VLProcessor` (same ChatML tokenizer; video frames resized to 56x56 with 14-px patches, so a
+  clip of 8 frames becomes 16 `<|video_pad|>` tokens). One clip = uint8 array (8, H, W, 3)::
+
+      prompts = [processor.apply_chat_template(
+          [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}],
+          add_generation_prompt=True) for question in questions]
+      inputs = processor(text=prompts, videos=[clip, ...], return_tensors="pt", padding=True)
+      ids = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+      processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 `build_tiny(family, directory)` builds only when `directory/config.json` is missing.
 """
@@ -94,9 +107,10 @@ _CHATML_TEMPLATE = (
 )
 
 
-def _bpe_tokenizer(special_tokens: list[str], vocab_size: int = 400, **kwargs):
-    """A byte-level BPE tokenizer trained on `_CORPUS`; special tokens get the first ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _bpe_tokenizer(special_tokens: list[str], vocab_size: int = 400, prepend_bos: bool = False, **kwargs):
+    """A left-padding byte-level BPE tokenizer trained on `_CORPUS`; special tokens get the first ids.
+    `prepend_bos` makes it start every sequence with `bos_token` (as OPT's tokenizer does)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -105,28 +119,37 @@ def _bpe_tokenizer(special_tokens: list[str], vocab_size: int = 400, **kwargs):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+    if prepend_bos:
+        bos = kwargs["bos_token"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1", special_tokens=[(bos, tok.token_to_id(bos))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **kwargs)
     fast.add_special_tokens({"additional_special_tokens": [t for t in special_tokens
                                                            if t not in kwargs.values()]})
     return fast
 
 
-def _wordpiece_tokenizer(vocab_size: int = 400):
-    """A BERT-style uncased WordPiece tokenizer ([CLS] ... [SEP]) trained on `_CORPUS`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def _wordpiece_tokenizer():
+    """A BERT-style uncased WordPiece tokenizer ([CLS] ... [SEP]) whose vocabulary is built
+    deterministically from `_CORPUS`: specials, single characters, `##`+characters, whole words.
+    (The `tokenizers` WordPiece trainer breaks ties differently in each process.)"""
+    import re
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    text = " ".join(_CORPUS).lower()
+    chars = sorted({c for c in text if not c.isspace()})
+    words = sorted(set(re.findall(r"\w+", text)) - set(chars))
+    tokens = specials + chars + ["##" + c for c in chars] + words
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator(_CORPUS, trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        special_tokens=[("[CLS]", tokens.index("[CLS]")), ("[SEP]", tokens.index("[SEP]"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                    bos_token="[CLS]", eos_token="[SEP]")
@@ -137,9 +160,8 @@ def _build_blip2(directory: Path) -> Path:
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
                               BlipImageProcessor)
 
-    tokenizer = _bpe_tokenizer(["<pad>", "</s>", "<s>", "<unk>", "<image>"],
+    tokenizer = _bpe_tokenizer(["<pad>", "</s>", "<s>", "<unk>", "<image>"], prepend_bos=True,
                                bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    tokenizer.padding_side = "left"
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     num_query_tokens = 8
     torch.manual_seed(0)
@@ -166,8 +188,108 @@ def _build_blip2(directory: Path) -> Path:
     return directory
 
 
+def _build_git_video(directory: Path) -> Path:
+    import torch
+    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    config = GitConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=224, patch_size=56),
+        vocab_size=len(tokenizer), hidden_size=32, initializer_range=0.2, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=128, num_image_with_embedding=8,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = GitForCausalLM(config).eval()
+    model.generation_config.bos_token_id = tokenizer.cls_token_id
+    model.generation_config.eos_token_id = tokenizer.sep_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    GitProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+
+def _chatml_tokenizer():
+    """Qwen-style tokenizer: ChatML template, `<|im_end|>` eos, `<|endoftext|>` pad, left padding."""
+    return _bpe_tokenizer(_QWEN_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                          chat_template=_CHATML_TEMPLATE)
+
+
+def _set_generation_ids(model, tokenizer) -> None:
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                                            tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+def _build_text_llm(directory: Path) -> Path:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = _chatml_tokenizer()
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    _set_generation_ids(model, tokenizer)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _build_qwen2_vl(directory: Path) -> Path:
+    """Qwen2-VL: 14-px patches, frames resized to 56x56 (16 patches, 4 merged tokens per 2 frames),
+    so 8 frames give 16 `<|video_pad|>` tokens."""
+    import torch
+    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+    tokenizer = _chatml_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN_SPECIALS}
+    torch.manual_seed(0)
+    hidden, heads = 64, 4
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2,
+                         max_position_embeddings=512, initializer_range=0.2,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [2, 3, 3]},  # sums to head_dim / 2 = 8
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    _set_generation_ids(model, tokenizer)
+    model.save_pretrained(directory)
+    size = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
+        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2,
+                                              do_sample_frames=False, cap_pixels_per_frame=True),
+        tokenizer=tokenizer, chat_template=_CHATML_TEMPLATE)
+    processor.save_pretrained(directory)
+    return directory
+
+
 RECIPES: dict[str, Callable[[Path], Path]] = {
     "blip2": _build_blip2,
+    "git-video": _build_git_video,
+    "text-llm": _build_text_llm,
+    "qwen2-vl": _build_qwen2_vl,
 }
 
 

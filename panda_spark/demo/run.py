@@ -34,6 +34,7 @@ def build_demo_manifest(out_dir: Path) -> Path:
 
 
 def run_demo(cfg: Config) -> int:
+    from panda_spark.caption import stage as caption
     from panda_spark.ingest import stage as ingest
     from panda_spark.spark import get_spark
     from panda_spark.split import stage as split
@@ -44,6 +45,7 @@ def run_demo(cfg: Config) -> int:
     run_id = new_run_id(cfg)
     print(ingest.run(spark, cfg, run_id, manifest=str(manifest)).summary())
     print(split.run(spark, cfg, run_id).summary())
+    print(caption.run(spark, cfg, run_id).summary())
     print_summary(Lakehouse(spark, cfg, run_id))
     return 0
 
@@ -66,6 +68,11 @@ def print_summary(lake: Lakehouse) -> None:
         "size(shot_ids) AS shots",
     ).orderBy("video_id", "clip_idx")
     write_rows(clips.columns, [r.asDict() for r in clips.collect()], "table", out)
+    print("\n== candidate captions (tiny random teachers locally: their captions are noise) ==", file=out)
+    captions = lake.read("candidate_captions").selectExpr(
+        "clip_id", "teacher", "array_join(inputs, '+') AS inputs", "degenerate", "substr(caption, 1, 60) AS caption",
+    ).orderBy("clip_id", "teacher").limit(8)
+    write_rows(captions.columns, [r.asDict() for r in captions.collect()], "table", out)
     print("\n== errors ==", file=out)
     errors = lake.read("errors").select("stage", "key", "error_class", "message").orderBy("stage", "key")
     write_rows(errors.columns, [r.asDict() for r in errors.collect()], "table", out)

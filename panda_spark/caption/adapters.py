@@ -1,0 +1,64 @@
+"""Per-family calling conventions of the teacher models (see :class:`panda_spark.caption.teachers.Adapter`).
+
+- `blip2` (BLIP-2 / InstructBLIP-style): one frame + the prompt → caption.
+- `git-video` (GIT, VATEX-style video captioning): N frames stacked as (batch, frames, 3, H, W);
+  GIT captions without a prompt.
+- `text-llm`: a chat LLM that sees only the prompt (subtitles + metadata): the paper's
+  "VideoChat-Text" teacher.
+- `qwen2-vl` (Qwen2-VL / Qwen2.5-VL): a video + the prompt in the model's chat template.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from panda_spark.caption.inputs import TeacherInput
+from panda_spark.caption.teachers import Adapter
+
+
+class Blip2Adapter(Adapter):
+    model_class = "Blip2ForConditionalGeneration"
+
+    def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
+        return dict(self.processor(images=[item.frames[0] for item in items], text=[item.prompt for item in items],
+                                   return_tensors="pt", padding=True))
+
+
+class GitVideoAdapter(Adapter):
+    model_class = "AutoModelForCausalLM"
+
+    def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
+        import torch
+
+        # GIT's processor does not stack frames: one call per clip, stacked to (B, T, 3, H, W)
+        pixels = torch.stack([self.processor(images=item.frames, return_tensors="pt").pixel_values for item in items])
+        return {"pixel_values": pixels}
+
+
+class TextLLMAdapter(Adapter):
+    model_class = "AutoModelForCausalLM"
+
+    def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt directly
+        conversations = [[{"role": "user", "content": item.prompt}] for item in items]
+        return dict(tokenizer.apply_chat_template(conversations, add_generation_prompt=True, return_tensors="pt",
+                                                  padding=True, return_dict=True))
+
+
+class Qwen2VLAdapter(Adapter):
+    model_class = "AutoModelForImageTextToText"
+
+    def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
+        self.processor.tokenizer.padding_side = "left"
+        prompts = [self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": item.prompt}]}],
+            add_generation_prompt=True) for item in items]
+        videos = [np.stack(item.frames) for item in items]
+        return dict(self.processor(text=prompts, videos=videos, return_tensors="pt", padding=True))
+
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    "blip2": Blip2Adapter, "git-video": GitVideoAdapter, "text-llm": TextLLMAdapter, "qwen2-vl": Qwen2VLAdapter,
+}

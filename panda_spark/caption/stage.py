@@ -1,0 +1,122 @@
+"""Caption stage (Spark wrapper): `clips` + `clip_frames` + `videos` → `candidate_captions`.
+
+One pass per teacher in `caption.teachers`: the clips that have no caption from this teacher
+version yet are joined with their stored frames and their video's subtitles and metadata, and
+captioned in a `mapInPandas` task (`caption_batch`) that keeps the model resident in the Python
+worker (at most three models per worker) and generates in batches of the teacher's
+`batch_size`. A failing batch is retried in halves down to single clips; a clip that still fails
+goes to `errors` (key `<clip_id>/<teacher>`). Empty or degenerate captions are kept and flagged.
+Resources: the teacher's device (`auto`: the task's GPU on clusters, bf16/fp16 there).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from panda_spark.caption.inputs import TeacherInput, is_degenerate, teacher_inputs, teacher_version
+from panda_spark.caption.teachers import load_teacher
+from panda_spark.config import Config, TeacherSettings
+from panda_spark.errors import InputError
+from panda_spark.runs import StageReport
+from panda_spark.tables import Lakehouse
+
+log = logging.getLogger(__name__)
+STAGE = "caption"
+RESULT_SCHEMA = (
+    "clip_id STRING, teacher STRING, teacher_version STRING, inputs ARRAY<STRING>, prompt STRING, "
+    "caption STRING, degenerate BOOLEAN, generation_s DOUBLE, status STRING, error_class STRING, message STRING"
+)
+
+
+def caption_batch(batches: Iterator[pd.DataFrame], teacher: TeacherSettings, cache_dir: str,
+                  trust_remote_code: bool, max_subtitle_tokens: int, max_metadata_tokens: int) -> Iterator[pd.DataFrame]:
+    """mapInPandas adapter: one row per clip (clip_id, start_s, end_s, subtitles, title,
+    description, frames) in, one RESULT_SCHEMA row per clip out."""
+    model = load_teacher(teacher, cache_dir, trust_remote_code)
+    version = model.version
+    for batch in batches:
+        rows, ready = [], []
+        for clip in batch.to_dict("records"):
+            try:
+                ready.append(teacher_inputs(
+                    clip["clip_id"], list(clip["frames"] if clip["frames"] is not None else []),
+                    list(clip["subtitles"] if clip["subtitles"] is not None else []), clip["start_s"], clip["end_s"],
+                    clip["title"], clip["description"], teacher, max_subtitle_tokens, max_metadata_tokens))
+            except InputError as exc:
+                rows.append(_error_row(clip["clip_id"], teacher, version, exc.error_class, exc.message))
+        for start in range(0, len(ready), teacher.batch_size):
+            rows += _caption_with_retry(model, ready[start:start + teacher.batch_size], teacher, version)
+        yield pd.DataFrame(rows, columns=[c.split()[0] for c in RESULT_SCHEMA.split(", ")])
+
+
+def _caption_with_retry(model, items: list[TeacherInput], teacher: TeacherSettings, version: str) -> list[dict]:
+    """Caption `items`; on failure retry each half, down to single clips that become errors."""
+    started = time.perf_counter()
+    try:
+        captions = model.caption(items)
+    except Exception as exc:  # out of memory, a processor edge case: split and try again
+        if len(items) == 1:
+            return [_error_row(items[0].clip_id, teacher, version, type(exc).__name__, str(exc)[:2000])]
+        log.warning("teacher %s: batch of %d failed (%s); retrying in halves", teacher.name, len(items), exc)
+        half = len(items) // 2
+        return (_caption_with_retry(model, items[:half], teacher, version)
+                + _caption_with_retry(model, items[half:], teacher, version))
+    seconds = (time.perf_counter() - started) / len(items)
+    return [{"clip_id": item.clip_id, "teacher": teacher.name, "teacher_version": version,
+             "inputs": item.inputs_used, "prompt": item.prompt, "caption": caption,
+             "degenerate": is_degenerate(caption), "generation_s": seconds, "status": "captioned",
+             "error_class": None, "message": None} for item, caption in zip(items, captions)]
+
+
+def _error_row(clip_id: str, teacher: TeacherSettings, version: str, error_class: str, message: str) -> dict:
+    return {"clip_id": clip_id, "teacher": teacher.name, "teacher_version": version, "inputs": None,
+            "prompt": None, "caption": None, "degenerate": None, "generation_s": None, "status": "error",
+            "error_class": error_class, "message": message}
+
+
+def clip_rows(lake: Lakehouse) -> DataFrame:
+    """Every clip with its stored frames and its video's subtitles, title and description."""
+    frames = lake.read("clip_frames").groupBy("clip_id").agg(
+        F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames"))
+    videos = lake.read("videos").select("video_id", "subtitles", "title", "description")
+    return (lake.read("clips").select("clip_id", "video_id", "start_s", "end_s")
+            .join(videos, "video_id", "left").join(frames, "clip_id", "left").drop("video_id"))
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | None = None) -> StageReport:
+    report = StageReport(STAGE, run_id)
+    lake = Lakehouse(spark, cfg, run_id)
+    selected = [t for t in cfg.caption.teachers if teachers is None or t.name in teachers]
+    clips = clip_rows(lake)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
+    for teacher in selected:
+        version = teacher_version(teacher)
+        spark.sparkContext.setJobDescription(f"caption: teacher {teacher.name}")
+        done = lake.read("candidate_captions").filter(F.col("teacher_version") == version).select("clip_id")
+        todo = clips.join(done, "clip_id", "left_anti")
+        partitions = cfg.caption.partitions or spark.sparkContext.defaultParallelism
+        results = todo.repartition(partitions).mapInPandas(
+            partial(caption_batch, teacher=teacher, cache_dir=cfg.model_cache_dir,
+                    trust_remote_code=cfg.models.trust_remote_code,
+                    max_subtitle_tokens=cfg.caption.max_subtitle_tokens,
+                    max_metadata_tokens=cfg.caption.max_metadata_tokens),
+            RESULT_SCHEMA,
+        ).localCheckpoint(eager=True)
+        ok = results.filter("status = 'captioned'")
+        merged = lake.merge("candidate_captions", ok)
+        errors = results.filter("status = 'error'").select(
+            F.concat_ws("/", "clip_id", "teacher").alias("key"), "error_class", "message",
+            F.to_json(F.struct("clip_id", "teacher", "teacher_version")).alias("input_snapshot"))
+        errored = lake.record_errors(STAGE, errors).total
+        lake.clear_errors(STAGE, ok.select(F.concat_ws("/", "clip_id", "teacher").alias("key")))
+        report.counts[f"{teacher.name}.captioned"] = merged.inserted + merged.updated
+        report.counts[f"{teacher.name}.errored"] = errored
+        log.info("caption: teacher %s: %d captioned, %d errored", teacher.name, merged.inserted + merged.updated,
+                 errored)
+    return report.finish()

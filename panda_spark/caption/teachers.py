@@ -1,0 +1,102 @@
+"""Teacher models: set up once per Python worker, then caption batches of clips. No Spark.
+
+A `Teacher` wraps one conf entry (`caption.teachers[i]`): it loads the checkpoint once
+(`from_pretrained`; `tiny:<family>` builds a tiny random model of that family into the model cache
+first), and captions a batch in three steps kept apart, as transformers pipelines do:
+`preprocess` (frames + prompts → model inputs, by the family's processor), `forward`
+(`generate`, greedy unless the conf says otherwise) and `postprocess` (new tokens → text).
+Each family is an `Adapter` that knows its processor's calling convention.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+from panda_spark.caption.inputs import TeacherInput, teacher_version
+from panda_spark.config import TeacherSettings
+from panda_spark.devices import task_device, torch_dtype
+
+MAX_MODELS_PER_WORKER = 3
+
+
+class Adapter:
+    """One model family's calling convention. Subclasses set `model_class` and `preprocess`."""
+
+    model_class = "AutoModelForImageTextToText"
+    decoder_only = True  # generate() returns the prompt before the new tokens
+
+    def __init__(self, processor, model, spec: TeacherSettings, device: str, dtype):
+        self.processor, self.model, self.spec, self.device, self.dtype = processor, model, spec, device, dtype
+
+    def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def forward(self, inputs: dict[str, Any]):
+        return self.model.generate(**inputs, max_new_tokens=self.spec.max_new_tokens,
+                                   num_beams=self.spec.num_beams, do_sample=self.spec.do_sample)
+
+    def postprocess(self, generated, inputs: dict[str, Any]) -> list[str]:
+        if self.decoder_only and "input_ids" in inputs:
+            generated = generated[:, inputs["input_ids"].shape[1]:]
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+    def to_device(self, inputs) -> dict[str, Any]:
+        import torch
+
+        return {k: (v.to(self.device, self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+                if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+class Teacher:
+    def __init__(self, spec: TeacherSettings, cache_dir: str, trust_remote_code: bool = False):
+        import transformers
+        from transformers import AutoProcessor
+
+        from panda_spark.caption.adapters import ADAPTERS
+
+        self.spec, self.version = spec, teacher_version(spec)
+        adapter_class = ADAPTERS[spec.adapter]
+        location = _resolve_model(spec.model, cache_dir)
+        device = task_device(spec.device)
+        dtype = torch_dtype(spec.dtype, device)
+        kwargs = {"revision": spec.revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+        processor = AutoProcessor.from_pretrained(location, **kwargs)
+        model_class = getattr(transformers, adapter_class.model_class)
+        model = model_class.from_pretrained(location, dtype=dtype, **kwargs).to(device).eval()
+        self.adapter = adapter_class(processor, model, spec, device, dtype)
+
+    def caption(self, items: list[TeacherInput]) -> list[str]:
+        import torch
+
+        with torch.inference_mode():
+            inputs = self.adapter.to_device(self.adapter.preprocess(items))
+            return self.adapter.postprocess(self.adapter.forward(inputs), inputs)
+
+
+def _resolve_model(model: str, cache_dir: str) -> str:
+    if not model.startswith("tiny:"):
+        return model
+    from panda_spark.caption.tiny_models import build_tiny
+
+    from pathlib import Path
+
+    family = model[len("tiny:"):]
+    return str(build_tiny(family, Path(cache_dir) / "tiny" / family))
+
+
+_LOADED: "OrderedDict[str, Teacher]" = OrderedDict()  # per Python worker, most recently used last
+
+
+def load_teacher(spec: TeacherSettings, cache_dir: str, trust_remote_code: bool = False) -> Teacher:
+    """The worker's teacher for `spec`, loading it once; at most MAX_MODELS_PER_WORKER stay resident."""
+    key = teacher_version(spec)
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    while len(_LOADED) >= MAX_MODELS_PER_WORKER:
+        _LOADED.popitem(last=False)
+    os.makedirs(cache_dir, exist_ok=True)
+    _LOADED[key] = Teacher(spec, cache_dir, trust_remote_code)
+    return _LOADED[key]

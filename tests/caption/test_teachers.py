@@ -1,0 +1,49 @@
+"""Each adapter through the real processor + generate path of its tiny random model."""
+import cv2
+import numpy as np
+import pytest
+
+from panda_spark.caption.inputs import teacher_inputs
+from panda_spark.caption.teachers import Teacher, load_teacher, _LOADED
+from panda_spark.config import load_config
+
+
+def jpeg(seed: int) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 255, (224, 398, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def clip_frames(seed: int) -> list[dict]:
+    return [{"frame_idx": i, "role": "uniform" if i < 8 else "keyframe", "jpeg": jpeg(seed * 10 + i)} for i in range(9)]
+
+
+CUES = [{"start_s": 0.0, "end_s": 3.0, "text": "we are making pasta today"}]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("models"))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_every_default_teacher_captions_a_batch_deterministically(index, cache_dir):
+    spec = load_config(None).caption.teachers[index]
+    teacher = Teacher(spec, cache_dir)
+    items = [teacher_inputs(f"c{seed}", clip_frames(seed), CUES, 0.0, 3.0, "Pasta", "A quick dinner", spec, 50, 50)
+             for seed in (1, 2)]
+    captions = teacher.caption(items)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert teacher.caption(items) == captions  # greedy: the same clips give the same captions
+    assert teacher.caption(items[:1]) == captions[:1]  # batching (padding) does not change a caption
+    if "subtitles" in spec.inputs:
+        assert "we are making pasta today" in items[0].prompt
+
+
+def test_workers_keep_at_most_three_models_resident(cache_dir):
+    _LOADED.clear()
+    teachers = load_config(None).caption.teachers
+    first = load_teacher(teachers[0], cache_dir)
+    assert load_teacher(teachers[0], cache_dir) is first  # loaded once
+    for spec in teachers[1:]:
+        load_teacher(spec, cache_dir)
+    assert len(_LOADED) == 3 and teachers[0].name not in {t.spec.name for t in _LOADED.values()}
