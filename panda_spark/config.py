@@ -159,6 +159,10 @@ class CaptionSettings:
     max_subtitle_tokens: int = field(default=200, metadata=_spec(minimum=1))
     max_metadata_tokens: int = field(default=100, metadata=_spec(minimum=1))
     partitions: int = field(default=0, metadata=_spec(minimum=0))
+    # Stage-level resource profile for the teacher tasks (cluster mode only; local mode has no
+    # GPU scheduling): GPUs per task and per executor. 0: no profile, the cluster's defaults.
+    task_gpus: float = field(default=0.0, metadata=_spec(minimum=0))
+    executor_gpus: int = field(default=1, metadata=_spec(minimum=1))
 
 
 @dataclass

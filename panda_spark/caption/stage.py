@@ -80,6 +80,17 @@ def _error_row(clip_id: str, teacher: TeacherSettings, version: str, error_class
             "error_class": error_class, "message": message}
 
 
+def gpu_profile(cfg: Config) -> dict:
+    """`profile=` for mapInPandas: GPUs per teacher task, on clusters only (local mode rejects it)."""
+    if cfg.spark.mode != "cluster" or not cfg.caption.task_gpus:
+        return {}
+    from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
+
+    executor = ExecutorResourceRequests().resource("gpu", cfg.caption.executor_gpus)
+    task = TaskResourceRequests().resource("gpu", cfg.caption.task_gpus)
+    return {"profile": ResourceProfileBuilder().require(executor).require(task).build}
+
+
 def clip_rows(lake: Lakehouse) -> DataFrame:
     """Every clip with its stored frames and its video's subtitles, title and description."""
     frames = lake.read("clip_frames").groupBy("clip_id").agg(
@@ -107,6 +118,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
                     max_subtitle_tokens=cfg.caption.max_subtitle_tokens,
                     max_metadata_tokens=cfg.caption.max_metadata_tokens),
             RESULT_SCHEMA,
+            **gpu_profile(cfg),
         ).localCheckpoint(eager=True)
         ok = results.filter("status = 'captioned'")
         merged = lake.merge("candidate_captions", ok)

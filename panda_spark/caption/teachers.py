@@ -24,10 +24,12 @@ class Adapter:
     """One model family's calling convention. Subclasses set `model_class` and `preprocess`."""
 
     model_class = "AutoModelForImageTextToText"
-    decoder_only = True  # generate() returns the prompt before the new tokens
 
     def __init__(self, processor, model, spec: TeacherSettings, device: str, dtype):
         self.processor, self.model, self.spec, self.device, self.dtype = processor, model, spec, device, dtype
+        text_config = getattr(model.config, "text_config", None) or model.config
+        # a decoder-only LM's generate() returns the prompt before the new tokens; T5-style ones do not
+        self.decoder_only = not getattr(text_config, "is_encoder_decoder", False)
 
     def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
         raise NotImplementedError

@@ -47,3 +47,12 @@ def test_workers_keep_at_most_three_models_resident(cache_dir):
     for spec in teachers[1:]:
         load_teacher(spec, cache_dir)
     assert len(_LOADED) == 3 and teachers[0].name not in {t.spec.name for t in _LOADED.values()}
+
+
+def test_gpu_resource_profiles_are_requested_on_clusters_only():
+    from panda_spark.caption.stage import gpu_profile
+    from tests.conftest import REPO
+
+    assert gpu_profile(load_config(None)) == {}
+    profile = gpu_profile(load_config(REPO / "conf" / "databricks.yaml"))["profile"]
+    assert profile.taskResources["gpu"].amount == 1.0 and profile.executorResources["gpu"].amount == 1
