@@ -36,3 +36,17 @@ def torch_dtype(name: str, device: str):
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def limit_cpu_threads() -> None:
+    """Inside a Spark task, let torch use the task's CPUs (`spark.task.cpus`), not every core:
+    with one task per core, per-task thread pools of all cores would oversubscribe the machine."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return
+    context = TaskContext.get()
+    if context is not None:
+        import torch
+
+        torch.set_num_threads(max(1, context.cpus()))

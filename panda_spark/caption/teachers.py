@@ -15,7 +15,7 @@ from typing import Any
 
 from panda_spark.caption.inputs import TeacherInput, teacher_version
 from panda_spark.config import TeacherSettings
-from panda_spark.devices import task_device, torch_dtype
+from panda_spark.devices import limit_cpu_threads, task_device, torch_dtype
 
 MAX_MODELS_PER_WORKER = 3
 
@@ -63,6 +63,8 @@ class Teacher:
         location = _resolve_model(spec.model, cache_dir)
         device = task_device(spec.device)
         dtype = torch_dtype(spec.dtype, device)
+        if device == "cpu":
+            limit_cpu_threads()
         kwargs = {"revision": spec.revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
         processor = AutoProcessor.from_pretrained(location, **kwargs)
         model_class = getattr(transformers, adapter_class.model_class)
