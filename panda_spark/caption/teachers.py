@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from panda_spark.caption.inputs import TeacherInput, teacher_version
@@ -80,11 +81,10 @@ class Teacher:
 
 
 def _resolve_model(model: str, cache_dir: str) -> str:
+    """`tiny:<family>` → the tiny model's directory in the cache (built on first use); else as given."""
     if not model.startswith("tiny:"):
         return model
     from panda_spark.caption.tiny_models import build_tiny
-
-    from pathlib import Path
 
     family = model[len("tiny:"):]
     return str(build_tiny(family, Path(cache_dir) / "tiny" / family))

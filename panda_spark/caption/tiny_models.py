@@ -53,6 +53,9 @@ Contract (family -> what is built -> what its processor expects):
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -299,6 +302,13 @@ def build_tiny(family: str, directory: Path) -> Path:
         raise KeyError(f"unknown tiny model family {family!r}; known: {sorted(RECIPES)}")
     directory = Path(directory)
     if not (directory / "config.json").exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        RECIPES[family](directory)
+        # Several Spark workers may build the same model at once: each builds in a folder of its
+        # own and renames it into place; the first rename wins, the others are discarded.
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+        RECIPES[family](staging)
+        try:
+            os.rename(staging, directory)
+        except OSError:  # another worker's copy is already in place
+            shutil.rmtree(staging, ignore_errors=True)
     return directory
