@@ -19,8 +19,8 @@ import yaml
 from panda_spark.errors import ConfigError
 
 
-def _spec(expect: str | None = None, minimum: float | None = None) -> dict:
-    return {"expect": expect, "min": minimum}
+def _spec(minimum: float | None = None) -> dict:
+    return {"min": minimum}
 
 
 @dataclass
@@ -282,7 +282,7 @@ def _coerce(value: Any, hint: Any, key: str, meta: typing.Mapping) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
 
     def fail(expected: str) -> typing.NoReturn:
-        raise ConfigError(f"conf key '{key}': expected {meta.get('expect') or expected}, got {value!r}")
+        raise ConfigError(f"conf key '{key}': expected {expected}, got {value!r}")
 
     if origin is Literal:
         if value not in args:

@@ -50,3 +50,17 @@ def limit_cpu_threads() -> None:
         import torch
 
         torch.set_num_threads(max(1, context.cpus()))
+
+
+def load_pretrained(model_class, processor_class, location: str, *, revision: str | None, cache_dir: str | None,
+                    trust_remote_code: bool, device: str = "auto", dtype: str = "auto"):
+    """(processor, model, device, dtype): a checkpoint loaded through `from_pretrained`, on the task's
+    device, in eval mode; on CPU, torch gets the task's CPUs only."""
+    device = task_device(device)
+    torch_type = torch_dtype(dtype, device)
+    if device == "cpu":
+        limit_cpu_threads()
+    kwargs = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+    processor = processor_class.from_pretrained(location, **kwargs)
+    model = model_class.from_pretrained(location, dtype=torch_type, **kwargs).to(device).eval()
+    return processor, model, device, torch_type

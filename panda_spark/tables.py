@@ -139,6 +139,7 @@ class Lakehouse:
 
     def __init__(self, spark: SparkSession, cfg: Config, run_id: str):
         self.spark, self.cfg, self.run_id = spark, cfg, run_id
+        self._ensured: set[str] = set()
 
     def name(self, table: str) -> str:
         spec = TABLES[table]
@@ -155,6 +156,8 @@ class Lakehouse:
     def ensure(self, *tables: str) -> None:
         """Create the named tables (default: all) if they do not exist."""
         for table in tables or tuple(TABLES):
+            if table in self._ensured:
+                continue
             spec = TABLES[table]
             location = self._location(table)
             self.spark.sql(
@@ -163,6 +166,7 @@ class Lakehouse:
                 + (f"LOCATION '{sql_string(location)}' " if location else "")
                 + "TBLPROPERTIES (delta.enableChangeDataFeed = true)"
             )
+            self._ensured.add(table)
 
     def read(self, table: str) -> DataFrame:
         self.ensure(table)

@@ -16,7 +16,7 @@ from typing import Any
 
 from panda_spark.caption.inputs import TeacherInput, teacher_version
 from panda_spark.config import TeacherSettings
-from panda_spark.devices import limit_cpu_threads, task_device, torch_dtype
+from panda_spark.devices import load_pretrained
 
 MAX_MODELS_PER_WORKER = 3
 
@@ -62,14 +62,9 @@ class Teacher:
         self.spec, self.version = spec, teacher_version(spec)
         adapter_class = ADAPTERS[spec.adapter]
         location = _resolve_model(spec.model, cache_dir)
-        device = task_device(spec.device)
-        dtype = torch_dtype(spec.dtype, device)
-        if device == "cpu":
-            limit_cpu_threads()
-        kwargs = {"revision": spec.revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
-        processor = AutoProcessor.from_pretrained(location, **kwargs)
-        model_class = getattr(transformers, adapter_class.model_class)
-        model = model_class.from_pretrained(location, dtype=dtype, **kwargs).to(device).eval()
+        processor, model, device, dtype = load_pretrained(
+            getattr(transformers, adapter_class.model_class), AutoProcessor, location, revision=spec.revision,
+            cache_dir=cache_dir, trust_remote_code=trust_remote_code, device=spec.device, dtype=spec.dtype)
         self.adapter = adapter_class(processor, model, spec, device, dtype)
 
     def caption(self, items: list[TeacherInput]) -> list[str]:

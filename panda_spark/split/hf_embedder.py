@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from panda_spark.devices import task_device, torch_dtype
+from panda_spark.devices import load_pretrained
 
 
 def hf_embedder_name(model: str, revision: str | None) -> str:
@@ -21,11 +21,9 @@ class TransformersImageEmbedder:
         import torch
         from transformers import AutoImageProcessor, AutoModel
 
-        self.device = task_device(device)
-        self.dtype = torch_dtype(dtype, self.device)
-        kwargs = {"revision": revision, "cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
-        self.processor = AutoImageProcessor.from_pretrained(model, **kwargs)
-        self.model = AutoModel.from_pretrained(model, dtype=self.dtype, **kwargs).to(self.device).eval()
+        self.processor, self.model, self.device, self.dtype = load_pretrained(
+            AutoModel, AutoImageProcessor, model, revision=revision, cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code, device=device, dtype=dtype)
         self.batch_size = batch_size
         self.name = hf_embedder_name(model, revision)
         self._torch = torch

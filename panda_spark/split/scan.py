@@ -7,6 +7,7 @@ While decoding it keeps, beside each frame's analysis-size HSV score:
   the start, the end, or a forced-cut position 5 s, 10 s, … after the last detected cut. Panda
   embeds the frames at 5% and 95% of each shot, and shots are at most 7 s after forced cuts, so
   those frames always lie within `reach` = 5% of 7 s of a boundary: they are exact, not nearest.
+  Once a cut is reported the shot before it is final: its two frames are kept, the rest dropped.
 - *sample frames* every 1/`sample_fps` s (short side `sample_short_side`, JPEG), from which each
   clip's frames are picked once the clips are known.
 Decoded frames stay in the codec's format until wanted; a short ring of them lets a boundary found
