@@ -21,8 +21,6 @@ log = logging.getLogger("panda_spark")
 # Stages that later issues build: the CLI names them now so scripts and jobs can be written
 # against one interface; running one says plainly that it is not there yet.
 PLANNED_STAGES = {
-    "select": "#5 (fine-grained retrieval selection)",
-    "finetune-retrieval": "#5 (selector fine-tuning)",
     "train-student": "#6 (student captioner)",
     "evaluate": "#6 (caption metrics)",
     "export": "#7 (Panda-70M CSV and webdataset export)",
@@ -47,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ingest)
     _common(sub.add_parser("split", help="split new videos into shots and clips, with frames for the teachers"))
     _common(sub.add_parser("caption", help="caption new clips with every teacher in caption.teachers"))
+    _common(sub.add_parser("select", help="pick each clip's best candidate caption into the captions table"))
+    labels = sub.add_parser("load-selection-labels", help="load human picks of the best caption (CSV / JSON lines)")
+    labels.add_argument("--labels", metavar="PATH", help="CSV or JSON lines with clip_id, annotator, "
+                        "chosen_teacher or chosen_caption, and optionally created_at (default: select.labels)")
+    _common(labels)
+    _common(sub.add_parser("finetune-retrieval", help="fine-tune the selector on selection_labels; register it in MLflow"))
     for stage, issue in PLANNED_STAGES.items():
         _common(sub.add_parser(stage, help=f"not built yet: issue {issue}"))
     sql = sub.add_parser("sql", help="run one SQL query over the tables")
@@ -111,6 +115,24 @@ def _caption(cfg: Config, args: argparse.Namespace) -> int:
     return _run_stage(stage.run, cfg)
 
 
+def _select(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.select import stage
+
+    return _run_stage(stage.run, cfg)
+
+
+def _load_selection_labels(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.select import stage
+
+    return _run_stage(stage.load_labels, cfg, labels=args.labels)
+
+
+def _finetune_retrieval(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.select import finetune_stage
+
+    return _run_stage(finetune_stage.run, cfg)
+
+
 def _run_stage(run: Callable, cfg: Config, **kwargs) -> int:
     from panda_spark.runs import new_run_id
     from panda_spark.spark import get_spark
@@ -160,7 +182,9 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     return run_demo(cfg)
 
 
-_COMMANDS = {"ingest": _ingest, "split": _split, "caption": _caption, "sql": _sql, "demo": _demo}
+_COMMANDS = {"ingest": _ingest, "split": _split, "caption": _caption, "select": _select,
+             "load-selection-labels": _load_selection_labels, "finetune-retrieval": _finetune_retrieval,
+             "sql": _sql, "demo": _demo}
 
 
 if __name__ == "__main__":

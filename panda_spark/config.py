@@ -56,6 +56,7 @@ class CatalogSettings:
 @dataclass
 class MlflowSettings:
     tracking_uri: str | None = None  # empty: sqlite under <paths.root>/mlflow
+    registry_uri: str | None = None  # empty: the tracking store (databricks-uc for Unity Catalog models)
     experiment: str = "panda-spark"
 
 
@@ -166,6 +167,51 @@ class CaptionSettings:
 
 
 @dataclass
+class SelectSettings:
+    # Who scores a clip's candidate captions:
+    # - a transformers dual encoder with get_image_features / get_text_features (CLIP, SigLIP):
+    #   a hub id, a local directory, tiny:clip (tiny random CLIP, built on first use: noise), or a
+    #   registered selector `models:/<name>@<alias>` / `models:/<name>/<version>` from
+    #   finetune-retrieval. Frame embeddings are mean-pooled into one clip embedding.
+    # - text-consensus: each candidate's mean similarity to the clip's other candidates, with the
+    #   sentence encoder `text_model` (empty: the bundled all-MiniLM-L6-v2, offline).
+    scorer: str = "tiny:clip"
+    scorer_revision: str | None = None
+    text_model: str | None = None
+    num_frames: int = field(default=8, metadata=_spec(minimum=1))  # uniform frames per clip
+    batch_size: int = field(default=16, metadata=_spec(minimum=1))  # clips per model call
+    # A clip whose best score exceeds this is a good match (0.43 for the paper's UMT selector;
+    # calibrate for yours: CLIP cosines run lower, SigLIP scores are match probabilities).
+    good_match_threshold: float = 0.43
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    partitions: int = field(default=0, metadata=_spec(minimum=0))
+    task_gpus: float = field(default=0.0, metadata=_spec(minimum=0))  # as caption.task_gpus
+    executor_gpus: int = field(default=1, metadata=_spec(minimum=1))
+    labels: str | None = None  # load-selection-labels: CSV or JSON lines (or pass --labels PATH)
+
+
+@dataclass
+class FinetuneSettings:
+    # finetune-retrieval: trains the dual encoder named here (empty: select.scorer) on
+    # selection_labels. Defaults are the paper's (AdamW, lr 2e-5, weight decay 0.02, batch 32,
+    # 10 epochs); the other candidates of a clip are hard negatives, other clips' captions in the
+    # batch are weak ones.
+    base_model: str | None = None
+    epochs: int = field(default=10, metadata=_spec(minimum=1))
+    batch_size: int = field(default=32, metadata=_spec(minimum=1))
+    learning_rate: float = field(default=2e-5, metadata=_spec(minimum=0))
+    weight_decay: float = field(default=0.02, metadata=_spec(minimum=0))
+    hard_negative_weight: float = field(default=1.0, metadata=_spec(minimum=0))
+    in_batch_negative_weight: float = field(default=0.01, metadata=_spec(minimum=0))
+    val_fraction: float = field(default=0.2, metadata=_spec(minimum=0))  # held out by clip_id hash
+    seed: int = 0
+    device: str = "auto"
+    registered_model: str = "panda-selector"
+    alias: str = "candidate"  # set on the new version; point select.scorer at models:/<name>@<alias>
+
+
+@dataclass
 class Config:
     spark: SparkSettings = field(default_factory=SparkSettings)
     paths: PathSettings = field(default_factory=PathSettings)
@@ -176,6 +222,8 @@ class Config:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     caption: CaptionSettings = field(default_factory=CaptionSettings)
+    select: SelectSettings = field(default_factory=SelectSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
     # Derived locations (not conf keys).
     @property
@@ -333,6 +381,9 @@ def _check_cross_keys(cfg: Config) -> None:
                 f"conf key '{key}.inputs': expected one of frame or video (none for a text-llm teacher) "
                 f"plus optionally subtitles and metadata, got {teacher.inputs}"
             )
+    if not 0 < cfg.finetune.val_fraction < 1:
+        raise ConfigError(f"conf key 'finetune.val_fraction': expected a number between 0 and 1 (exclusive), "
+                          f"got {cfg.finetune.val_fraction!r}")
     if cfg.spark.mode == "embedded" and cfg.catalog.catalog:
         raise ConfigError(
             "conf key 'catalog.catalog': must be empty when spark.mode is 'embedded' "

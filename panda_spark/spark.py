@@ -32,7 +32,10 @@ def get_spark(cfg: Config) -> SparkSession:
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     _create_schema(spark, cfg)
     if cfg.spark.mode == "embedded":
+        from panda_spark.views import create_views  # views name tables, and tables import this module
+
         register_warehouse_tables(spark, cfg)
+        create_views(spark, cfg, only_existing_tables=True)
     return spark
 
 
@@ -123,6 +126,18 @@ def register_warehouse_tables(spark: SparkSession, cfg: Config) -> list[str]:
         )
         names.append(name)
     return names
+
+
+def gpu_profile(cfg: Config, task_gpus: float, executor_gpus: int) -> dict:
+    """`profile=` keyword for mapInPandas: a stage-level resource profile asking `task_gpus` per
+    task, on clusters only (local mode has no GPU scheduling and rejects profiles); else none."""
+    if cfg.spark.mode != "cluster" or not task_gpus:
+        return {}
+    from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
+
+    executor = ExecutorResourceRequests().resource("gpu", executor_gpus)
+    task = TaskResourceRequests().resource("gpu", task_gpus)
+    return {"profile": ResourceProfileBuilder().require(executor).require(task).build}
 
 
 def quote_name(dotted: str) -> str:

@@ -86,3 +86,17 @@ def sha256_file(path: str) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def remove_tree(path: str) -> None:
+    """Delete a directory of files (a local path or a URI); a missing one is fine."""
+    if not is_uri(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    import fsspec
+
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if fs.exists(fs_path):
+        fs.rm(fs_path, recursive=True)

@@ -134,6 +134,11 @@ class MergeCounts:
         return self.inserted + self.updated + self.unchanged
 
 
+def qualified_name(cfg: Config, name: str) -> str:
+    """`catalog`.`schema`.`name` (catalog only when the conf names one), quoted."""
+    return quote_name(".".join(p for p in (cfg.catalog.catalog, cfg.catalog.schema, name) if p))
+
+
 class Lakehouse:
     """Names, creates, reads and MERGEs the pipeline's tables for one config."""
 
@@ -142,9 +147,7 @@ class Lakehouse:
         self._ensured: set[str] = set()
 
     def name(self, table: str) -> str:
-        spec = TABLES[table]
-        parts = [self.cfg.catalog.catalog, self.cfg.catalog.schema, spec.name]
-        return quote_name(".".join(p for p in parts if p))
+        return qualified_name(self.cfg, TABLES[table].name)
 
     def _location(self, table: str) -> str | None:
         if self.cfg.catalog.location:

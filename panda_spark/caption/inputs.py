@@ -13,18 +13,13 @@ import json
 import re
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from panda_spark.config import TeacherSettings
-from panda_spark.errors import InputError
+from panda_spark.video.frames import keyframe, uniform_frames
 from panda_spark.text.clip_text import (
     PROMPT_WITH_TEXT, PROMPT_WITHOUT_TEXT, TokenCounter, build_prompt, clip_subtitles, truncate, whitespace_tokens,
 )
-
-
-class MissingFrames(InputError):
-    error_class = "MissingFrames"
 
 
 @dataclass
@@ -44,26 +39,12 @@ def teacher_version(teacher: TeacherSettings) -> str:
     return f"{teacher.model}@{teacher.revision or 'default'}#{digest}"
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise MissingFrames("a stored clip frame is not a readable JPEG")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def select_frames(frames: list[dict], teacher: TeacherSettings) -> list[np.ndarray]:
     """`frames`: the clip's clip_frames rows (frame_idx, role, jpeg)."""
     if "frame" in teacher.inputs:
-        keyframes = [f for f in frames if f["role"] == "keyframe"]
-        if not keyframes:
-            raise MissingFrames("clip has no keyframe in clip_frames")
-        return [decode_jpeg(keyframes[0]["jpeg"])]
+        return [keyframe(frames)]
     if "video" in teacher.inputs:
-        uniform = sorted((f for f in frames if f["role"] == "uniform"), key=lambda f: f["frame_idx"])
-        if not uniform:
-            raise MissingFrames("clip has no uniform frames in clip_frames")
-        picks = np.linspace(0, len(uniform) - 1, teacher.num_frames).round().astype(int)
-        return [decode_jpeg(uniform[i]["jpeg"]) for i in picks]
+        return uniform_frames(frames, teacher.num_frames)
     return []
 
 

@@ -23,7 +23,8 @@ from panda_spark.caption.inputs import TeacherInput, is_degenerate, teacher_inpu
 from panda_spark.caption.teachers import load_teacher
 from panda_spark.config import Config, TeacherSettings
 from panda_spark.errors import InputError
-from panda_spark.runs import StageReport
+from panda_spark.runs import StageReport, process_in_halves
+from panda_spark.spark import gpu_profile
 from panda_spark.tables import Lakehouse
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,16 @@ def caption_batch(batches: Iterator[pd.DataFrame], teacher: TeacherSettings, cac
             except InputError as exc:
                 rows.append(_error_row(clip["clip_id"], teacher, version, exc.error_class, exc.message))
         for start in range(0, len(ready), teacher.batch_size):
-            rows += _caption_with_retry(model, ready[start:start + teacher.batch_size], teacher, version)
+            rows += process_in_halves(
+                ready[start:start + teacher.batch_size], partial(_caption_items, model, teacher=teacher, version=version),
+                lambda item, exc: _error_row(item.clip_id, teacher, version, type(exc).__name__, str(exc)[:2000]),
+                what=f"teacher {teacher.name}: batch")
         yield pd.DataFrame(rows, columns=[c.split()[0] for c in RESULT_SCHEMA.split(", ")])
 
 
-def _caption_with_retry(model, items: list[TeacherInput], teacher: TeacherSettings, version: str) -> list[dict]:
-    """Caption `items`; on failure retry each half, down to single clips that become errors."""
+def _caption_items(model, items: list[TeacherInput], teacher: TeacherSettings, version: str) -> list[dict]:
     started = time.perf_counter()
-    try:
-        captions = model.caption(items)
-    except Exception as exc:  # out of memory, a processor edge case: split and try again
-        if len(items) == 1:
-            return [_error_row(items[0].clip_id, teacher, version, type(exc).__name__, str(exc)[:2000])]
-        log.warning("teacher %s: batch of %d failed (%s); retrying in halves", teacher.name, len(items), exc)
-        half = len(items) // 2
-        return (_caption_with_retry(model, items[:half], teacher, version)
-                + _caption_with_retry(model, items[half:], teacher, version))
+    captions = model.caption(items)
     seconds = (time.perf_counter() - started) / len(items)
     return [{"clip_id": item.clip_id, "teacher": teacher.name, "teacher_version": version,
              "inputs": item.inputs_used, "prompt": item.prompt, "caption": caption,
@@ -78,17 +73,6 @@ def _error_row(clip_id: str, teacher: TeacherSettings, version: str, error_class
     return {"clip_id": clip_id, "teacher": teacher.name, "teacher_version": version, "inputs": None,
             "prompt": None, "caption": None, "degenerate": None, "generation_s": None, "status": "error",
             "error_class": error_class, "message": message}
-
-
-def gpu_profile(cfg: Config) -> dict:
-    """`profile=` for mapInPandas: GPUs per teacher task, on clusters only (local mode rejects it)."""
-    if cfg.spark.mode != "cluster" or not cfg.caption.task_gpus:
-        return {}
-    from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
-
-    executor = ExecutorResourceRequests().resource("gpu", cfg.caption.executor_gpus)
-    task = TaskResourceRequests().resource("gpu", cfg.caption.task_gpus)
-    return {"profile": ResourceProfileBuilder().require(executor).require(task).build}
 
 
 def clip_rows(lake: Lakehouse) -> DataFrame:
@@ -118,7 +102,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
                     max_subtitle_tokens=cfg.caption.max_subtitle_tokens,
                     max_metadata_tokens=cfg.caption.max_metadata_tokens),
             RESULT_SCHEMA,
-            **gpu_profile(cfg),
+            **gpu_profile(cfg, cfg.caption.task_gpus, cfg.caption.executor_gpus),
         ).localCheckpoint(eager=True)
         ok = results.filter("status = 'captioned'")
         merged = lake.merge("candidate_captions", ok)

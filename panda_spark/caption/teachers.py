@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from panda_spark.caption.inputs import TeacherInput, teacher_version
 from panda_spark.config import TeacherSettings
 from panda_spark.devices import load_pretrained
+from panda_spark.tiny_models import resolve_model
 
 MAX_MODELS_PER_WORKER = 3
 
@@ -61,7 +61,7 @@ class Teacher:
 
         self.spec, self.version = spec, teacher_version(spec)
         adapter_class = ADAPTERS[spec.adapter]
-        location = _resolve_model(spec.model, cache_dir)
+        location = resolve_model(spec.model, cache_dir)
         processor, model, device, dtype = load_pretrained(
             getattr(transformers, adapter_class.model_class), AutoProcessor, location, revision=spec.revision,
             cache_dir=cache_dir, trust_remote_code=trust_remote_code, device=spec.device, dtype=spec.dtype)
@@ -73,16 +73,6 @@ class Teacher:
         with torch.inference_mode():
             inputs = self.adapter.to_device(self.adapter.preprocess(items))
             return self.adapter.postprocess(self.adapter.forward(inputs), inputs)
-
-
-def _resolve_model(model: str, cache_dir: str) -> str:
-    """`tiny:<family>` → the tiny model's directory in the cache (built on first use); else as given."""
-    if not model.startswith("tiny:"):
-        return model
-    from panda_spark.caption.tiny_models import build_tiny
-
-    family = model[len("tiny:"):]
-    return str(build_tiny(family, Path(cache_dir) / "tiny" / family))
 
 
 _LOADED: "OrderedDict[str, Teacher]" = OrderedDict()  # per Python worker, most recently used last

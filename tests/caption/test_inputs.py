@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from panda_spark.caption.inputs import MissingFrames, is_degenerate, teacher_inputs, teacher_version
+from panda_spark.caption.inputs import is_degenerate, teacher_inputs, teacher_version
+from panda_spark.video.frames import MissingFrames
 from panda_spark.config import TeacherSettings
 
 

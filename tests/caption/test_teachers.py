@@ -50,9 +50,11 @@ def test_workers_keep_at_most_three_models_resident(cache_dir):
 
 
 def test_gpu_resource_profiles_are_requested_on_clusters_only():
-    from panda_spark.caption.stage import gpu_profile
+    from panda_spark.spark import gpu_profile
     from tests.conftest import REPO
 
-    assert gpu_profile(load_config(None)) == {}
-    profile = gpu_profile(load_config(REPO / "conf" / "databricks.yaml"))["profile"]
+    local = load_config(None)
+    assert gpu_profile(local, local.caption.task_gpus, local.caption.executor_gpus) == {}
+    cluster = load_config(REPO / "conf" / "databricks.yaml")
+    profile = gpu_profile(cluster, cluster.caption.task_gpus, cluster.caption.executor_gpus)["profile"]
     assert profile.taskResources["gpu"].amount == 1.0 and profile.executorResources["gpu"].amount == 1

@@ -288,7 +288,30 @@ def _build_qwen2_vl(directory: Path) -> Path:
     return directory
 
 
+def _build_clip(directory: Path) -> Path:
+    """A CLIP dual encoder (the selector's architecture): 32-px patches, 16-d projections, the
+    WordPiece tokenizer saved beside it; load with AutoModel + AutoTokenizer + AutoImageProcessor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.cls_token_id,
+                         eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=224, patch_size=32),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(directory)
+    return directory
+
+
 RECIPES: dict[str, Callable[[Path], Path]] = {
+    "clip": _build_clip,
     "blip2": _build_blip2,
     "git-video": _build_git_video,
     "text-llm": _build_text_llm,
@@ -312,3 +335,11 @@ def build_tiny(family: str, directory: Path) -> Path:
         except OSError:  # another worker's copy is already in place
             shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def resolve_model(model: str, cache_dir: str) -> str:
+    """`tiny:<family>` → the tiny model's directory in the cache (built on first use); else as given."""
+    if not model.startswith("tiny:"):
+        return model
+    family = model[len("tiny:"):]
+    return str(build_tiny(family, Path(cache_dir) / "tiny" / family))

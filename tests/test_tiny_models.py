@@ -18,7 +18,7 @@ from transformers import (  # noqa: E402
     Blip2ForConditionalGeneration,
 )
 
-from panda_spark.caption.tiny_models import RECIPES, build_tiny  # noqa: E402
+from panda_spark.tiny_models import RECIPES, build_tiny  # noqa: E402
 
 MAX_NEW = 8
 

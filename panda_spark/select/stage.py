@@ -1,0 +1,122 @@
+"""Select stage (Spark wrapper): `candidate_captions` (+ `clip_frames`) → `captions`; and the
+`selection_labels` loader.
+
+Per clip, the candidates are the newest caption of each teacher, degenerate ones left out,
+sorted by teacher; their hash (`candidates_hash`) makes the stage incremental: a clip is scored
+again only when its candidates or the scorer version changed. Scoring runs in a `mapInPandas` task
+(`select_batch`) with the scorer resident per Python worker, `select.batch_size` clips per model
+call, retried in halves on failure; a clip that still fails (or has no usable candidate, or no
+frames for a dual encoder) goes to `errors` keyed by clip_id. Resources: the scorer's device
+(`auto`: the task's GPU on clusters). The analyst views are (re)created at the end.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from panda_spark import storage
+from panda_spark.config import Config
+from panda_spark.errors import ConfigError
+from panda_spark.runs import StageReport
+from panda_spark.select.core import RESULT_SCHEMA, select_batch
+from panda_spark.select.labels import parse_labels
+from panda_spark.select.registry import scorer_spec
+from panda_spark.spark import gpu_profile
+from panda_spark.tables import Lakehouse
+from panda_spark.views import create_views
+
+log = logging.getLogger(__name__)
+STAGE = "select"
+LABELS_STAGE = "selection_labels"
+
+
+def candidate_sets(lake: Lakehouse) -> DataFrame:
+    """clip_id, candidates (teacher, teacher_version, caption; newest per teacher, not degenerate,
+    sorted by teacher), candidates_hash."""
+    newest = Window.partitionBy("clip_id", "teacher").orderBy(F.col("updated_at").desc(), F.col("teacher_version"))
+    latest = (lake.read("candidate_captions").withColumn("_n", F.row_number().over(newest)).filter("_n = 1")
+              .filter(~F.coalesce(F.col("degenerate"), F.lit(False)) & F.col("caption").isNotNull()))
+    everything = lake.read("candidate_captions").select("clip_id").distinct()
+    sets = latest.groupBy("clip_id").agg(
+        F.array_sort(F.collect_list(F.struct("teacher", "teacher_version", "caption"))).alias("candidates"))
+    # clips whose every caption is degenerate keep an empty set: the core reports them as errors
+    sets = everything.join(sets, "clip_id", "left").withColumn(
+        "candidates", F.coalesce("candidates", F.array().cast("array<struct<teacher:string,teacher_version:string,caption:string>>")))
+    return sets.withColumn("candidates_hash", F.sha2(F.to_json("candidates"), 256))
+
+
+def uniform_frames_per_clip(lake: Lakehouse) -> DataFrame:
+    return (lake.read("clip_frames").filter(F.col("role") == "uniform").groupBy("clip_id")
+            .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
+    report = StageReport(STAGE, run_id)
+    lake = Lakehouse(spark, cfg, run_id)
+    spec = scorer_spec(cfg)
+    spark.sparkContext.setJobDescription(f"select: candidates not yet scored by {spec.version}")
+    done = lake.read("captions").filter(F.col("scorer_version") == spec.version).select("clip_id", "candidates_hash")
+    todo = candidate_sets(lake).join(done, ["clip_id", "candidates_hash"], "left_anti")
+    if spec.needs_frames:
+        todo = todo.join(uniform_frames_per_clip(lake), "clip_id", "left")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(spec.batch_size, 16)))
+    partitions = cfg.select.partitions or spark.sparkContext.defaultParallelism
+    spark.sparkContext.setJobDescription(f"select: scoring with {spec.version}")
+    results = todo.repartition(partitions).mapInPandas(
+        partial(select_batch, spec=spec, threshold=cfg.select.good_match_threshold), RESULT_SCHEMA,
+        **gpu_profile(cfg, cfg.select.task_gpus, cfg.select.executor_gpus),
+    ).localCheckpoint(eager=True)
+    ok = results.filter("status = 'selected'").select(
+        "clip_id", "caption", "teacher", "teacher_version", "matching_score", "good_match", "candidates_hash",
+        F.map_from_arrays("candidate_teachers", "candidate_score_values").alias("candidate_scores"),
+        F.lit(spec.version).alias("scorer_version"), F.current_timestamp().alias("selected_at"))
+    merged = lake.merge("captions", ok)
+    errors = results.filter("status = 'error'").select(
+        F.col("clip_id").alias("key"), "error_class", "message",
+        F.to_json(F.struct("clip_id", "candidates_hash", F.lit(spec.version).alias("scorer_version"))).alias("input_snapshot"))
+    errored = lake.record_errors(STAGE, errors).total
+    lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
+    report.counts.update(selected=merged.inserted + merged.updated, unchanged=merged.unchanged, errored=errored,
+                         good_match=ok.filter("good_match").count())
+    create_views(spark, cfg)
+    return report.finish()
+
+
+def load_labels(spark: SparkSession, cfg: Config, run_id: str, labels: str | None = None) -> StageReport:
+    """`selection_labels` from a CSV / JSON-lines file; rows that are malformed, name an unknown clip
+    or pick a caption the clip does not have go to `errors` (stage `selection_labels`)."""
+    report = StageReport(LABELS_STAGE, run_id)
+    path = labels or cfg.select.labels
+    if not path:
+        raise ConfigError("conf key 'select.labels': expected a CSV or JSON-lines file of labels (or pass --labels PATH)")
+    location = storage.resolve_path(path, "")
+    try:
+        with storage.open_binary(location) as fh:
+            text = fh.read().decode("utf-8-sig")
+    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--labels {path}: cannot read it as a UTF-8 text file ({exc})") from exc
+    rows, bad = parse_labels(location, text)
+    lake = Lakehouse(spark, cfg, run_id)
+    schema = "clip_id STRING, annotator STRING, chosen_teacher STRING, chosen_caption STRING, created_at TIMESTAMP, source STRING"
+    parsed = spark.createDataFrame(rows, schema)
+    checked = parsed.join(candidate_sets(lake), "clip_id", "left").withColumn("error_class", F.when(
+        F.col("candidates").isNull(), F.lit("UnknownClip")).when(
+        ~F.exists("candidates", lambda c: (c.teacher == F.col("chosen_teacher")) | (c.caption == F.col("chosen_caption"))),
+        F.lit("UnknownCandidate"))).localCheckpoint(eager=True)
+    good = checked.filter(F.col("error_class").isNull()).withColumn(
+        "created_at", F.coalesce("created_at", F.current_timestamp()))
+    merged = lake.merge("selection_labels", good)
+    unresolved = checked.filter(F.col("error_class").isNotNull()).select(
+        F.concat_ws("/", "clip_id", "annotator").alias("key"), "error_class",
+        F.when(F.col("error_class") == "UnknownClip", F.concat(F.lit("no candidate captions for clip "), "clip_id"))
+        .otherwise(F.lit("the chosen teacher or caption is not among the clip's current candidates")).alias("message"),
+        F.to_json(F.struct("clip_id", "annotator", "chosen_teacher", "chosen_caption")).alias("input_snapshot"))
+    malformed = spark.createDataFrame([vars(e) for e in bad], "key STRING, error_class STRING, message STRING, input_snapshot STRING")
+    errored = lake.record_errors(LABELS_STAGE, unresolved.unionByName(malformed)).total
+    lake.clear_errors(LABELS_STAGE, good.select(F.concat_ws("/", "clip_id", "annotator").alias("key")))
+    report.counts.update(loaded=merged.inserted + merged.updated, unchanged=merged.unchanged, errored=errored)
+    return report.finish()
