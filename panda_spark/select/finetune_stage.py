@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import tempfile
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -23,7 +24,7 @@ from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
 from panda_spark.select.finetune import FinetuneParams, parquet_examples, train_selector
-from panda_spark.select.registry import log_selector, scorer_spec
+from panda_spark.select.registry import ARTIFACT, log_selector, scorer_spec
 from panda_spark.select.scorers import DualEncoder
 from panda_spark.select.stage import candidate_sets, uniform_frames_per_clip
 from panda_spark.tables import Lakehouse
@@ -91,11 +92,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
             on_epoch=_log_epoch,
             on_step=lambda step, metrics: mlflow.log_metric("step_loss", metrics["loss"], step=step))
         mlflow.log_metrics({"r1_before": result.r1_before, "r1_after": result.r1_after})
-        with tempfile.TemporaryDirectory() as saved:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = f"{tmp}/{ARTIFACT}"  # the directory's name is the artifact's path in the model
             encoder.model.save_pretrained(saved)
             encoder.processor.save_pretrained(saved)
-            example = usable.filter("held_out").select(F.transform("frames", lambda f: f.jpeg).alias("frames"),
-                                                       "captions").limit(1).toPandas()
+            first = usable.filter("held_out").first()
+            example = pd.DataFrame({"frames": [[bytes(f.jpeg) for f in first.frames]], "captions": [list(first.captions)]})
             version = log_selector(saved, params.num_frames, settings.registered_model, example)
         mlflow.MlflowClient().set_registered_model_alias(settings.registered_model, settings.alias, version)
     storage.remove_tree(snapshot)

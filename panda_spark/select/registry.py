@@ -9,6 +9,7 @@ directory through the ordinary `from_pretrained` path, batched like any dual enc
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -120,9 +121,14 @@ class SelectorModel(PythonModel):
 
         items = []
         for n, row in enumerate(model_input.to_dict("records")):
-            stored = [{"frame_idx": i, "role": "uniform", "jpeg": bytes(f)} for i, f in enumerate(row["frames"])]
+            stored = [{"frame_idx": i, "role": "uniform", "jpeg": _binary(f)} for i, f in enumerate(row["frames"])]
             items.append(ScoringInput(str(n), uniform_frames(stored, self.num_frames), [str(c) for c in row["captions"]]))
         return pd.DataFrame({"scores": [list(map(float, s)) for s in self.scorer.score(items)]})
+
+
+def _binary(value) -> bytes:
+    """JPEG bytes; MLflow's JSON serving input carries binary columns base64-encoded."""
+    return base64.b64decode(value) if isinstance(value, str) else bytes(value)
 
 
 def log_selector(encoder_dir: str, num_frames: int, registered_model: str, example: pd.DataFrame):

@@ -105,7 +105,8 @@ def load_labels(spark: SparkSession, cfg: Config, run_id: str, labels: str | Non
     parsed = spark.createDataFrame(rows, schema)
     checked = parsed.join(candidate_sets(lake), "clip_id", "left").withColumn("error_class", F.when(
         F.col("candidates").isNull(), F.lit("UnknownClip")).when(
-        ~F.exists("candidates", lambda c: (c.teacher == F.col("chosen_teacher")) | (c.caption == F.col("chosen_caption"))),
+        ~F.exists("candidates", lambda c: c.teacher.eqNullSafe(F.col("chosen_teacher"))
+                  | c.caption.eqNullSafe(F.col("chosen_caption"))),
         F.lit("UnknownCandidate"))).localCheckpoint(eager=True)
     good = checked.filter(F.col("error_class").isNull()).withColumn(
         "created_at", F.coalesce("created_at", F.current_timestamp()))

@@ -1,0 +1,207 @@
+"""select, load-selection-labels and finetune-retrieval on the local Spark + Delta session with a
+real MLflow (sqlite) store.
+
+The tables hold a hand-made colour task (tests/select/colors.py): every clip is one colour, four
+tiny "teachers" each name a colour, and the labels pick the teacher that names the right one. A
+random tiny CLIP selects at about chance; after fine-tuning on the labels it picks the right one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+mlflow = pytest.importorskip("mlflow")
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from panda_spark.select import finetune_stage, stage  # noqa: E402
+from panda_spark.select.finetune import is_held_out  # noqa: E402
+from tests.select.colors import COLORS, color_frames  # noqa: E402
+
+TEACHERS = ["t-red", "t-green", "t-blue", "t-yellow"]  # teacher t-<c> always says "a <c> scene ..."
+N_CLIPS = 48
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _color_of(i: int) -> str:
+    return list(COLORS)[i % len(COLORS)]
+
+
+def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
+    """clips, clip_frames (2 uniform frames each) and candidate_captions for the colour task, plus
+    one clip whose captions are all degenerate and one without frames."""
+    spark, rng = lake.spark, np.random.default_rng(7)
+    ids = [f"clip-{i:03d}" for i in range(n_clips)] + ["clip-degenerate", "clip-no-frames"]
+    lake.merge("clips", spark.createDataFrame(
+        [(c, "video-1", i, float(i), float(i + 1)) for i, c in enumerate(ids)],
+        "clip_id string, video_id string, clip_idx int, start_s double, end_s double").select(
+        "*", *[F.lit(None).alias(c) for c in ("start_frame", "end_frame", "start_timecode", "end_timecode",
+                                               "shot_ids", "embedding", "preset", "params_hash",
+                                               "splitter_version", "clip_path")]))
+    frames = [(c, k, "video-1", k, "uniform", 64, 64, _jpeg(f))
+              for i, c in enumerate(ids[:-1]) for k, f in enumerate(color_frames(_color_of(i), 2, rng))]
+    lake.merge("clip_frames", spark.createDataFrame(
+        frames, "clip_id string, frame_idx int, video_id string, frame_number bigint, role string, "
+                "width int, height int, jpeg binary"))
+    captions = [(c, t, f"{t}@1", f"a {t[2:]} scene in the video", c == "clip-degenerate")
+                for c in ids for t in TEACHERS]
+    lake.merge("candidate_captions", spark.createDataFrame(
+        captions, "clip_id string, teacher string, teacher_version string, caption string, degenerate boolean")
+        .select("*", F.array(F.lit("video")).alias("inputs"), F.lit("p").alias("prompt"),
+                F.lit(0.1).alias("generation_s")))
+    return ids
+
+
+@pytest.fixture(scope="module")
+def selected(spark, state_root, tmp_path_factory):
+    from panda_spark.config import load_config
+    from panda_spark.spark import get_spark
+    from panda_spark.tables import Lakehouse
+    from tests.conftest import overrides_for
+
+    root = tmp_path_factory.mktemp("select_root")
+    overrides = [*overrides_for(state_root, "select_e2e"), f"models.cache_dir={root / 'models'}",
+                 f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "select.num_frames=2",
+                 "select.good_match_threshold=0.0", "finetune.epochs=4", "finetune.batch_size=8",
+                 "finetune.learning_rate=0.002", "finetune.val_fraction=0.25", "select.device=cpu",
+                 "finetune.device=cpu"]
+    cfg = load_config(None, overrides)
+    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
+    mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=(root / "artifacts").as_uri())
+    lake = Lakehouse(get_spark(cfg), cfg, "sel")
+    ids = seed_tables(lake)
+    report = stage.run(lake.spark, cfg, "sel-1")
+    return cfg, lake, report, ids, overrides, root
+
+
+def _captions(lake) -> dict:
+    return {r.clip_id: r for r in lake.read("captions").collect()}
+
+
+def test_one_caption_per_clip_equal_to_the_argmax(selected):
+    cfg, lake, report, ids, _, _ = selected
+    rows = _captions(lake)
+    assert set(rows) == set(ids[:N_CLIPS])
+    for row in rows.values():
+        assert set(row.candidate_scores) == set(TEACHERS)
+        best = max(row.candidate_scores, key=lambda t: (row.candidate_scores[t], -TEACHERS.index(t)))
+        assert row.teacher == best and row.teacher_version == f"{best}@1"
+        assert row.caption == f"a {best[2:]} scene in the video"
+        assert row.matching_score == pytest.approx(row.candidate_scores[best])
+        assert row.good_match == (row.matching_score > 0.0)
+        assert row.scorer_version.startswith("tiny:clip@default#")
+    assert report.counts["selected"] == N_CLIPS and report.counts["errored"] == 2
+    errors = {r.key: r.error_class for r in lake.read("errors").filter("stage = 'select'").collect()}
+    assert errors == {"clip-degenerate": "NoCandidates", "clip-no-frames": "MissingFrames"}
+
+
+def test_rerun_is_idempotent_and_changed_candidates_are_reselected(selected):
+    cfg, lake, _, ids, _, _ = selected
+    before = _captions(lake)
+    again = stage.run(lake.spark, cfg, "sel-2")
+    assert again.counts["selected"] == 0 and lake.read("captions").count() == N_CLIPS
+    assert {c: r.selected_at for c, r in _captions(lake).items()} == {c: r.selected_at for c, r in before.items()}
+
+    # one clip gets a fifth teacher: only that clip is scored again
+    changed = lake.spark.createDataFrame(
+        [(ids[0], "t-extra", "t-extra@1", "a purple scene", False, ["video"], "p", 0.1)],
+        "clip_id string, teacher string, teacher_version string, caption string, degenerate boolean, "
+        "inputs array<string>, prompt string, generation_s double")
+    lake.merge("candidate_captions", changed)
+    third = stage.run(lake.spark, cfg, "sel-3")
+    assert third.counts["selected"] == 1
+    after = _captions(lake)
+    assert set(after[ids[0]].candidate_scores) == {*TEACHERS, "t-extra"}
+    assert after[ids[0]].candidates_hash != before[ids[0]].candidates_hash
+    assert all(after[c].selected_at == before[c].selected_at for c in ids[1:N_CLIPS])
+    lake.spark.sql(f"DELETE FROM {lake.name('candidate_captions')} WHERE teacher = 't-extra'")
+    stage.run(lake.spark, cfg, "sel-4")
+
+
+def test_views_summarise_the_selection(selected):
+    cfg, lake, _, _, _, _ = selected
+    spark = lake.spark
+    wins = spark.sql("SELECT teacher, wins, clips, win_rate FROM select_e2e.teacher_win_rates WHERE scope = 'all'").collect()
+    assert sum(r.wins for r in wins) == N_CLIPS and all(r.clips == N_CLIPS for r in wins)
+    assert sum(r.win_rate for r in wins) == pytest.approx(1.0, abs=1e-3)
+    expected = {r.teacher: r["count"] for r in lake.read("captions").groupBy("teacher").count().collect()}
+    assert {r.teacher: r.wins for r in wins} == expected
+    buckets = spark.sql("SELECT * FROM select_e2e.matching_score_distribution").collect()
+    assert sum(r.clips for r in buckets) == N_CLIPS
+    assert all(r.bucket_start <= s < r.bucket_end for r in buckets for s in [r.bucket_start])
+    missing = spark.sql("SELECT clip_id, reason FROM select_e2e.clips_without_good_match").collect()
+    assert {(r.clip_id, r.reason) for r in missing} >= {("clip-degenerate", "not selected"),
+                                                         ("clip-no-frames", "not selected")}
+    below = {c for c, r in _captions(lake).items() if not r.good_match}
+    assert {r.clip_id for r in missing if r.reason == "below threshold"} == below
+
+
+def test_labels_load_with_bad_rows_in_errors(selected, tmp_path):
+    cfg, lake, _, ids, _, _ = selected
+    path = tmp_path / "labels.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["clip_id", "annotator", "chosen_teacher", "chosen_caption"])
+        for i, clip in enumerate(ids[:N_CLIPS]):
+            color = _color_of(i)
+            # half name the teacher, half the caption text
+            writer.writerow([clip, "ann", f"t-{color}", ""] if i % 2 else [clip, "ann", "", f"a {color} scene in the video"])
+        writer.writerows([["clip-unknown", "ann", "t-red", ""], [ids[0], "ann2", "t-purple", ""], ["", "ann", "t-red", ""]])
+    report = stage.load_labels(lake.spark, cfg, "labels-1", labels=str(path))
+    assert report.counts == {"loaded": N_CLIPS, "unchanged": 0, "errored": 3}
+    errors = {r.key: r.error_class for r in lake.read("errors").filter("stage = 'selection_labels'").collect()}
+    assert errors == {"clip-unknown/ann": "UnknownClip", f"{ids[0]}/ann2": "UnknownCandidate",
+                      "labels.csv:52": "MissingField"}
+    assert stage.load_labels(lake.spark, cfg, "labels-2", labels=str(path)).counts["unchanged"] == N_CLIPS
+
+
+def test_spark_split_matches_the_core_split(selected):
+    _, lake, _, ids, _, _ = selected
+    rows = lake.spark.createDataFrame([(c,) for c in ids], "clip_id string").select(
+        "clip_id", finetune_stage.held_out_column(0.25).alias("held")).collect()
+    assert {r.clip_id: r.held for r in rows} == {c: is_held_out(c, 0.25) for c in ids}
+
+
+def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selected):
+    from panda_spark.config import load_config
+
+    cfg, lake, _, ids, overrides, _ = selected
+    report = finetune_stage.run(lake.spark, cfg, "ft-1")
+    assert report.counts["train"] + report.counts["val"] == N_CLIPS and report.counts["skipped"] == 0
+
+    client = mlflow.MlflowClient(cfg.mlflow_tracking_uri)
+    version = client.get_model_version_by_alias("panda-selector", "candidate")
+    assert int(version.version) == report.counts["model_version"]
+    run = client.get_run(version.run_id)
+    assert run.data.tags["panda.run_id"] == "ft-1"
+    assert run.data.params["learning_rate"] == "0.002" and run.data.params["train_clips"] == str(report.counts["train"])
+    before, after = run.data.metrics["r1_before"], run.data.metrics["r1_after"]
+    assert after > before and after >= 0.9
+    history = client.get_metric_history(run.info.run_id, "val_r1")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1, 2, 3, 4]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 4
+    model_info = mlflow.models.get_model_info(f"models:/panda-selector/{version.version}")
+    assert [c["name"] for c in model_info.signature.inputs.to_dict()] == ["frames", "captions"]
+
+    # the registered pyfunc scores clips outside Spark too
+    pyfunc = mlflow.pyfunc.load_model(f"models:/panda-selector@candidate")
+    red = [_jpeg(f) for f in color_frames("red", 2, np.random.default_rng(3))]
+    scores = pyfunc.predict(__import__("pandas").DataFrame(
+        {"frames": [red], "captions": [["a blue scene in the video", "a red scene in the video"]]}))["scores"][0]
+    assert scores[1] > scores[0]
+
+    uses_it = load_config(None, [*overrides, "select.scorer=models:/panda-selector@candidate"])
+    rescored = stage.run(lake.spark, uses_it, "sel-ft")
+    assert rescored.counts["selected"] == N_CLIPS  # a new scorer version selects every clip again
+    rows = _captions(lake)
+    right = sum(rows[c].teacher == f"t-{_color_of(i)}" for i, c in enumerate(ids[:N_CLIPS]))
+    assert right >= 0.9 * N_CLIPS
+    assert {r.scorer_version.split("@")[0] for r in rows.values()} == {f"models:/panda-selector/{version.version}"}
