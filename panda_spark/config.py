@@ -207,6 +207,10 @@ class FinetuneSettings:
     val_fraction: float = field(default=0.2, metadata=_spec(minimum=0))  # held out by clip_id hash
     seed: int = 0
     device: str = "auto"
+    # Where the labelled examples are staged for the training loop on the driver: storage that
+    # executors write and the driver reads (a local dir embedded; s3://, /Volumes/... on clusters).
+    # Empty: <paths.root>/selector.
+    snapshot_dir: str | None = None
     registered_model: str = "panda-selector"
     alias: str = "candidate"  # set on the new version; point select.scorer at models:/<name>@<alias>
 

@@ -56,6 +56,7 @@ def load_pretrained(model_class, processor_class, location: str, *, revision: st
                     trust_remote_code: bool, device: str = "auto", dtype: str = "auto"):
     """(processor, model, device, dtype): a checkpoint loaded through `from_pretrained`, on the task's
     device, in eval mode; on CPU, torch gets the task's CPUs only."""
+    quiet_transformers()
     device = task_device(device)
     torch_type = torch_dtype(dtype, device)
     if device == "cpu":
@@ -64,3 +65,11 @@ def load_pretrained(model_class, processor_class, location: str, *, revision: st
     processor = processor_class.from_pretrained(location, **kwargs)
     model = model_class.from_pretrained(location, dtype=torch_type, **kwargs).to(device).eval()
     return processor, model, device, torch_type
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars in task logs: a worker loads each model once, and the bars
+    ("Loading weights", "Writing model shards") interleave across tasks."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -325,6 +325,9 @@ def build_tiny(family: str, directory: Path) -> Path:
         raise KeyError(f"unknown tiny model family {family!r}; known: {sorted(RECIPES)}")
     directory = Path(directory)
     if not (directory / "config.json").exists():
+        from panda_spark.devices import quiet_transformers
+
+        quiet_transformers()
         # Several Spark workers may build the same model at once: each builds in a folder of its
         # own and renames it into place; the first rename wins, the others are discarded.
         directory.parent.mkdir(parents=True, exist_ok=True)

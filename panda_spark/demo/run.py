@@ -11,7 +11,7 @@ from panda_spark.config import Config
 from panda_spark.demo import bad_inputs
 from panda_spark.demo.synthetic import render_demo_sources, write_manifest
 from panda_spark.runs import new_run_id
-from panda_spark.tables import Lakehouse
+from panda_spark.tables import Lakehouse, qualified_name
 
 
 def build_demo_manifest(out_dir: Path) -> Path:
@@ -33,9 +33,23 @@ def build_demo_manifest(out_dir: Path) -> Path:
     return manifest
 
 
+def write_demo_labels(lake: Lakehouse, path: Path, teacher: str = "qwen2-vl-tiny") -> Path:
+    """A stand-in annotator who always prefers one teacher (the one that sees video, subtitles and
+    metadata), plus one label for a clip that does not exist: it lands in `errors`."""
+    clips = sorted(r.clip_id for r in lake.read("candidate_captions").filter(f"teacher = '{teacher}'")
+                   .select("clip_id").distinct().collect())
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["clip_id", "annotator", "chosen_teacher", "chosen_caption"])
+        writer.writerows([clip, "demo-annotator", teacher, ""] for clip in clips)
+        writer.writerow(["no-such-clip", "demo-annotator", teacher, ""])
+    return path
+
+
 def run_demo(cfg: Config) -> int:
     from panda_spark.caption import stage as caption
     from panda_spark.ingest import stage as ingest
+    from panda_spark.select import finetune_stage, stage as select
     from panda_spark.spark import get_spark
     from panda_spark.split import stage as split
 
@@ -46,7 +60,12 @@ def run_demo(cfg: Config) -> int:
     print(ingest.run(spark, cfg, run_id, manifest=str(manifest)).summary())
     print(split.run(spark, cfg, run_id).summary())
     print(caption.run(spark, cfg, run_id).summary())
-    print_summary(Lakehouse(spark, cfg, run_id))
+    print(select.run(spark, cfg, run_id).summary())
+    lake = Lakehouse(spark, cfg, run_id)
+    labels = write_demo_labels(lake, cfg.root / "demo" / "selection_labels.csv")
+    print(select.load_labels(spark, cfg, run_id, labels=str(labels)).summary())
+    print(finetune_stage.run(spark, cfg, run_id).summary())
+    print_summary(lake)
     return 0
 
 
@@ -73,6 +92,31 @@ def print_summary(lake: Lakehouse) -> None:
         "clip_id", "teacher", "array_join(inputs, '+') AS inputs", "degenerate", "substr(caption, 1, 60) AS caption",
     ).orderBy("clip_id", "teacher").limit(8)
     write_rows(captions.columns, [r.asDict() for r in captions.collect()], "table", out)
+    print("\n== captions: the selected caption per clip ==", file=out)
+    selected = lake.read("captions").selectExpr(
+        "clip_id", "teacher", "round(matching_score, 3) AS score", "good_match", "substr(caption, 1, 50) AS caption",
+    ).orderBy("clip_id").limit(8)
+    write_rows(selected.columns, [r.asDict() for r in selected.collect()], "table", out)
+    print("\n== teacher win rates (view teacher_win_rates) ==", file=out)
+    wins = lake.spark.sql(f"SELECT * FROM {qualified_name(lake.cfg, 'teacher_win_rates')} ORDER BY scope, category, teacher")
+    write_rows(wins.columns, [r.asDict() for r in wins.collect()], "table", out)
+    print_selector_runs(lake.cfg, out)
     print("\n== errors ==", file=out)
     errors = lake.read("errors").select("stage", "key", "error_class", "message").orderBy("stage", "key")
     write_rows(errors.columns, [r.asDict() for r in errors.collect()], "table", out)
+
+
+def print_selector_runs(cfg: Config, out) -> None:
+    """The fine-tuning runs in MLflow: held-out R@1 before and after, and where to look."""
+    import mlflow
+
+    from panda_spark.tracking import start_experiment
+
+    start_experiment(cfg)
+    runs = mlflow.search_runs(filter_string="tags.`panda.stage` = 'finetune-retrieval'", output_format="list",
+                              order_by=["attributes.start_time DESC"], max_results=3)
+    print("\n== selector fine-tuning runs (MLflow; `make mlflow-ui` to browse) ==", file=out)
+    rows = [{"run_id": r.info.run_id, "r1_before": round(r.data.metrics.get("r1_before", float("nan")), 3),
+             "r1_after": round(r.data.metrics.get("r1_after", float("nan")), 3), "epochs": r.data.params.get("epochs"),
+             "train_clips": r.data.params.get("train_clips"), "val_clips": r.data.params.get("val_clips")} for r in runs]
+    write_rows(["run_id", "r1_before", "r1_after", "epochs", "train_clips", "val_clips"], rows, "table", out)

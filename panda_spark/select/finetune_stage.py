@@ -12,6 +12,8 @@ training (`r1_before`, `val_r1` at step 0) and after (`r1_after`), and registers
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import tempfile
 
@@ -29,6 +31,7 @@ from panda_spark.select.scorers import DualEncoder
 from panda_spark.select.stage import candidate_sets, uniform_frames_per_clip
 from panda_spark.tables import Lakehouse
 from panda_spark.tracking import start_experiment
+from panda_spark.video.frames import encode_jpeg
 
 log = logging.getLogger(__name__)
 STAGE = "finetune-retrieval"
@@ -57,54 +60,88 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
 
     report = StageReport(STAGE, run_id)
     settings = cfg.finetune
-    base = settings.base_model or cfg.select.scorer
-    spec = scorer_spec(cfg, base)
-    if not spec.needs_frames:
-        raise ConfigError(f"conf key 'finetune.base_model': expected a dual encoder to fine-tune (a CLIP/SigLIP "
-                          f"checkpoint or models:/name@alias), got {base!r}")
+    spec = _base_selector(cfg)
     lake = Lakehouse(spark, cfg, run_id)
-    spark.sparkContext.setJobDescription("finetune-retrieval: labelled examples snapshot")
-    examples = labelled_examples(lake, settings.val_fraction).localCheckpoint(eager=True)
-    usable = examples.filter(F.col("chosen").isNotNull() & (F.size("frames") > 0))
-    counts = usable.groupBy("held_out").count().collect()
-    train_n = sum(r["count"] for r in counts if not r["held_out"])
-    val_n = sum(r["count"] for r in counts if r["held_out"])
-    report.counts.update(labels=examples.count(), skipped=examples.count() - train_n - val_n, train=train_n, val=val_n)
+    spark.sparkContext.setJobDescription("finetune-retrieval: resolve labels to candidates")
+    examples = labelled_examples(lake, settings.val_fraction)
+    usable_rows = F.col("chosen").isNotNull() & (F.size("frames") > 0)
+    # a small frame-less summary for counting and fingerprinting; frames are read once, by the snapshot
+    summary = examples.select("clip_id", "chosen", "held_out", usable_rows.alias("usable"),
+                              F.sha2(F.to_json("captions"), 256).alias("captions_hash")).localCheckpoint(eager=True)
+    train_n = summary.filter("usable AND NOT held_out").count()
+    val_n = summary.filter("usable AND held_out").count()
+    report.counts.update(labels=summary.count(), skipped=summary.filter("NOT usable").count(), train=train_n, val=val_n)
     if not train_n or not val_n:
         raise ConfigError(f"conf key 'finetune.val_fraction': {train_n} training and {val_n} held-out labelled clips "
                           "resolve to current candidates with frames; load more selection_labels "
                           "(panda-spark load-selection-labels) or change the split")
-    snapshot = f"{str(cfg.root).rstrip('/')}/selector/{run_id}"
-    usable.repartition(max(1, (train_n + val_n) // 512)).write.mode("overwrite").parquet(snapshot)
-
     params = FinetuneParams(num_frames=cfg.select.num_frames, **{
         f.name: getattr(settings, f.name) for f in dataclasses.fields(FinetuneParams) if f.name != "num_frames"})
+    fingerprint = _fingerprint(summary.filter("usable"), params, spec.version, settings.val_fraction)
+    start_experiment(cfg)
+    done = mlflow.search_runs(filter_string=f"tags.`panda.training_fingerprint` = '{fingerprint}' "
+                                            "and attributes.status = 'FINISHED'", output_format="list", max_results=1)
+    if done:  # same labels, candidates, base model and settings: training again would add nothing
+        log.info("finetune-retrieval: MLflow run %s already trained on these labels; nothing to do", done[0].info.run_id)
+        report.counts.update(trained=0)
+        return report.finish()
+
+    snapshot = f"{(settings.snapshot_dir or cfg.paths.root.rstrip('/') + '/selector').rstrip('/')}/{run_id}"
+    spark.sparkContext.setJobDescription("finetune-retrieval: labelled examples snapshot")
+    examples.filter(usable_rows).repartition(max(1, (train_n + val_n) // 512)).write.mode("overwrite").parquet(snapshot)
     encoder = DualEncoder(spec.location, cache_dir=cfg.model_cache_dir, revision=spec.revision,
                           trust_remote_code=cfg.models.trust_remote_code, device=settings.device, dtype="float32")
-    start_experiment(cfg)
-    with mlflow.start_run(run_name=f"{STAGE} {run_id[:8]}", tags={"panda.run_id": run_id, "panda.stage": STAGE}):
+    tags = {"panda.run_id": run_id, "panda.stage": STAGE, "panda.training_fingerprint": fingerprint}
+    with mlflow.start_run(run_name=f"{STAGE} {run_id[:8]}", tags=tags):
         mlflow.log_params({**dataclasses.asdict(params), "base_model": spec.name, "device": encoder.device,
                            "val_fraction": settings.val_fraction, "train_clips": train_n, "val_clips": val_n,
                            "skipped_labels": report.counts["skipped"]})
         result = train_selector(
             encoder, parquet_examples(snapshot, params.num_frames, held_out=False, seed=params.seed),
             parquet_examples(snapshot, params.num_frames, held_out=True, seed=params.seed), params,
-            on_epoch=_log_epoch,
-            on_step=lambda step, metrics: mlflow.log_metric("step_loss", metrics["loss"], step=step))
+            on_epoch=_log_epoch, on_step=lambda step, metrics: mlflow.log_metric("step_loss", metrics["loss"], step=step))
         mlflow.log_metrics({"r1_before": result.r1_before, "r1_after": result.r1_after})
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = f"{tmp}/{ARTIFACT}"  # the directory's name is the artifact's path in the model
-            encoder.model.save_pretrained(saved)
-            encoder.processor.save_pretrained(saved)
-            first = usable.filter("held_out").first()
-            example = pd.DataFrame({"frames": [[bytes(f.jpeg) for f in first.frames]], "captions": [list(first.captions)]})
-            version = log_selector(saved, params.num_frames, settings.registered_model, example)
-        mlflow.MlflowClient().set_registered_model_alias(settings.registered_model, settings.alias, version)
+        version = _register(encoder, params.num_frames, settings.registered_model, settings.alias,
+                            parquet_examples(snapshot, params.num_frames, held_out=True, seed=params.seed))
     storage.remove_tree(snapshot)
     log.info("finetune-retrieval: held-out R@1 %.3f → %.3f; registered %s version %s as @%s", result.r1_before,
              result.r1_after, settings.registered_model, version, settings.alias)
-    report.counts.update(model_version=int(version))
+    report.counts.update(trained=1, model_version=int(version))
     return report.finish()
+
+
+def _base_selector(cfg: Config):
+    base = cfg.finetune.base_model or cfg.select.scorer
+    spec = scorer_spec(cfg, base)
+    if not spec.needs_frames:
+        raise ConfigError(f"conf key 'finetune.base_model': expected a dual encoder to fine-tune (a CLIP/SigLIP "
+                          f"checkpoint or models:/name@alias), got {base!r}")
+    return spec
+
+
+def _fingerprint(usable: DataFrame, params: FinetuneParams, base_version: str, val_fraction: float) -> str:
+    """What a training run depends on: every usable label's clip, pick and candidates, the base model
+    and the settings."""
+    rows = usable.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(
+        F.struct("clip_id", "chosen", "held_out", "captions_hash")))), 256).alias("h")).first()["h"]
+    settings = json.dumps([dataclasses.asdict(params), base_version, val_fraction], sort_keys=True)
+    return hashlib.sha256(f"{rows}|{settings}".encode()).hexdigest()[:32]
+
+
+def _register(encoder: DualEncoder, num_frames: int, name: str, alias: str, held_out) -> str:
+    """Save the encoder, log it as the pyfunc selector (one held-out clip as the input example),
+    register it and point `alias` at the new version; the version."""
+    import mlflow
+
+    first = next(iter(held_out(0)))
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = f"{tmp}/{ARTIFACT}"  # the directory's name is the artifact's path in the model
+        encoder.model.save_pretrained(saved)
+        encoder.processor.save_pretrained(saved)
+        example = pd.DataFrame({"frames": [[encode_jpeg(f) for f in first.frames]], "captions": [first.captions]})
+        version = log_selector(saved, num_frames, name, example)
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    return version
 
 
 def _log_epoch(epoch: int, metrics: dict[str, float]) -> None:

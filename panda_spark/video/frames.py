@@ -22,6 +22,14 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """RGB uint8 → JPEG bytes."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
 def keyframe(frames: list[dict]) -> np.ndarray:
     keyframes = [f for f in frames if f["role"] == "keyframe"]
     if not keyframes:

@@ -8,9 +8,8 @@ random tiny CLIP selects at about chance; after fine-tuning on the labels it pic
 from __future__ import annotations
 
 import csv
-import json
+import math
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,14 +20,11 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from panda_spark.select import finetune_stage, stage  # noqa: E402
 from panda_spark.select.finetune import is_held_out  # noqa: E402
+from panda_spark.video.frames import encode_jpeg  # noqa: E402
 from tests.select.colors import COLORS, color_frames  # noqa: E402
 
 TEACHERS = ["t-red", "t-green", "t-blue", "t-yellow"]  # teacher t-<c> always says "a <c> scene ..."
 N_CLIPS = 48
-
-
-def _jpeg(image: np.ndarray) -> bytes:
-    return cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
 def _color_of(i: int) -> str:
@@ -40,13 +36,13 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
     one clip whose captions are all degenerate and one without frames."""
     spark, rng = lake.spark, np.random.default_rng(7)
     ids = [f"clip-{i:03d}" for i in range(n_clips)] + ["clip-degenerate", "clip-no-frames"]
-    lake.merge("clips", spark.createDataFrame(
-        [(c, "video-1", i, float(i), float(i + 1)) for i, c in enumerate(ids)],
-        "clip_id string, video_id string, clip_idx int, start_s double, end_s double").select(
-        "*", *[F.lit(None).alias(c) for c in ("start_frame", "end_frame", "start_timecode", "end_timecode",
-                                               "shot_ids", "embedding", "preset", "params_hash",
-                                               "splitter_version", "clip_path")]))
-    frames = [(c, k, "video-1", k, "uniform", 64, 64, _jpeg(f))
+    lake.merge("clips", _with_nulls(lake, "clips", spark.createDataFrame(
+        [(c, f"video-{i % 2}", i, float(i), float(i + 1)) for i, c in enumerate(ids)],
+        "clip_id string, video_id string, clip_idx int, start_s double, end_s double")))
+    lake.merge("videos", _with_nulls(lake, "videos", spark.createDataFrame(
+        [("video-0", "/v0.mp4", {"category": "Cooking"}), ("video-1", "/v1.mp4", {"category": "Travel"})],
+        "video_id string, path string, extra map<string,string>")))
+    frames = [(c, k, f"video-{i % 2}", k, "uniform", 64, 64, encode_jpeg(f))
               for i, c in enumerate(ids[:-1]) for k, f in enumerate(color_frames(_color_of(i), 2, rng))]
     lake.merge("clip_frames", spark.createDataFrame(
         frames, "clip_id string, frame_idx int, video_id string, frame_number bigint, role string, "
@@ -58,6 +54,14 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
         .select("*", F.array(F.lit("video")).alias("inputs"), F.lit("p").alias("prompt"),
                 F.lit(0.1).alias("generation_s")))
     return ids
+
+
+def _with_nulls(lake, table: str, df):
+    """`df` with the table's other domain columns as NULLs."""
+    from panda_spark.tables import AUDIT_COLUMNS, TABLES
+
+    missing = [f for f in TABLES[table].schema if f.name not in df.columns and f.name not in AUDIT_COLUMNS]
+    return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing])
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +138,21 @@ def test_views_summarise_the_selection(selected):
     assert sum(r.win_rate for r in wins) == pytest.approx(1.0, abs=1e-3)
     expected = {r.teacher: r["count"] for r in lake.read("captions").groupBy("teacher").count().collect()}
     assert {r.teacher: r.wins for r in wins} == expected
+    per_category = spark.sql("SELECT category, teacher, wins, clips FROM select_e2e.teacher_win_rates "
+                             "WHERE scope = 'category'").collect()
+    rows = _captions(lake)
+    for category, parity in (("Cooking", 0), ("Travel", 1)):
+        mine = [r for r in per_category if r.category == category]
+        in_category = [c for c in rows if int(c.split("-")[1]) % 2 == parity]
+        assert sum(r.wins for r in mine) == len(in_category) and {r.clips for r in mine} == {len(in_category)}
     buckets = spark.sql("SELECT * FROM select_e2e.matching_score_distribution").collect()
-    assert sum(r.clips for r in buckets) == N_CLIPS
-    assert all(r.bucket_start <= s < r.bucket_end for r in buckets for s in [r.bucket_start])
+    expected_buckets = {}
+    for row in rows.values():
+        start = round(math.floor(row.matching_score * 20) / 20, 2)
+        expected_buckets[start] = expected_buckets.get(start, 0) + 1
+    assert {r.bucket_start: r.clips for r in buckets} == expected_buckets
+    assert all(r.bucket_end == pytest.approx(r.bucket_start + 0.05) for r in buckets)
+    assert sum(r.fraction for r in buckets) == pytest.approx(1.0, abs=1e-3)
     missing = spark.sql("SELECT clip_id, reason FROM select_e2e.clips_without_good_match").collect()
     assert {(r.clip_id, r.reason) for r in missing} >= {("clip-degenerate", "not selected"),
                                                          ("clip-no-frames", "not selected")}
@@ -176,6 +192,8 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selecte
     cfg, lake, _, ids, overrides, _ = selected
     report = finetune_stage.run(lake.spark, cfg, "ft-1")
     assert report.counts["train"] + report.counts["val"] == N_CLIPS and report.counts["skipped"] == 0
+    assert report.counts["trained"] == 1
+    assert finetune_stage.run(lake.spark, cfg, "ft-2").counts["trained"] == 0  # same labels: no new version
 
     client = mlflow.MlflowClient(cfg.mlflow_tracking_uri)
     version = client.get_model_version_by_alias("panda-selector", "candidate")
@@ -193,7 +211,7 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selecte
 
     # the registered pyfunc scores clips outside Spark too
     pyfunc = mlflow.pyfunc.load_model(f"models:/panda-selector@candidate")
-    red = [_jpeg(f) for f in color_frames("red", 2, np.random.default_rng(3))]
+    red = [encode_jpeg(f) for f in color_frames("red", 2, np.random.default_rng(3))]
     scores = pyfunc.predict(__import__("pandas").DataFrame(
         {"frames": [red], "captions": [["a blue scene in the video", "a red scene in the video"]]}))["scores"][0]
     assert scores[1] > scores[0]
