@@ -53,3 +53,19 @@ def test_spark_submit_runs_the_same_entry_point(ingested_schema, tmp_path):
                 *_set_flags(ingested_schema)], tmp_path)
     assert list(csv.reader(io.StringIO(out))) == [
         ["video_id", "frame_count"], ["-demo_dash", "480"], ["demo_city", "900"], ["demo_kitchen", "840"]]
+
+
+def test_every_job_is_a_cli_command_and_every_stage_has_a_job():
+    import re
+
+    from panda_spark.cli import build_parser
+
+    commands = set(next(a for a in build_parser()._actions if a.dest == "command").choices)
+    jobs = {}
+    for path in (REPO / "jobs").glob("*.py"):
+        match = re.search(r'cli_main\(\["([a-z-]+)"', path.read_text())
+        assert match, f"{path.name} does not call the CLI"
+        jobs[path.stem] = match.group(1)
+    assert all(command in commands for command in jobs.values())
+    assert {name.replace("_", "-") for name in jobs} == set(jobs.values())  # file name = command name
+    assert commands - set(jobs.values()) == {"demo"}

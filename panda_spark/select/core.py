@@ -64,7 +64,7 @@ def select_batch(batches: Iterator[pd.DataFrame], spec: ScorerSpec, threshold: f
         rows, ready = [], []
         for clip in batch.to_dict("records"):
             try:
-                ready.append(_scoring_input(clip, spec))
+                ready.append(prepare_clip(clip, spec))
             except InputError as exc:
                 rows.append(_error_row(clip["clip_id"], clip["candidates_hash"], exc.error_class, exc.message))
         for start in range(0, len(ready), spec.batch_size):
@@ -78,7 +78,8 @@ def select_batch(batches: Iterator[pd.DataFrame], spec: ScorerSpec, threshold: f
 ReadyClip = tuple[ScoringInput, list[Candidate], str]  # scorer input, candidates, candidates_hash
 
 
-def _scoring_input(clip: dict, spec: ScorerSpec) -> ReadyClip:
+def prepare_clip(clip: dict, spec: ScorerSpec) -> ReadyClip:
+    """One input row → what the scorer needs; NoCandidates / MissingFrames for a clip it cannot score."""
     candidates = [Candidate(c["teacher"], c["teacher_version"], c["caption"])
                   for c in (clip["candidates"] if clip["candidates"] is not None else [])]
     if not candidates:

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -30,18 +31,19 @@ def scorer_spec(cfg: Config, scorer: str | None = None) -> ScorerSpec:
     """The conf's scorer (or `scorer`), with any registered model resolved and downloaded."""
     settings = cfg.select
     scorer = scorer or settings.scorer
-    common = dict(revision=settings.scorer_revision, num_frames=settings.num_frames, batch_size=settings.batch_size,
-                  device=settings.device, dtype=settings.dtype, cache_dir=cfg.model_cache_dir,
-                  trust_remote_code=cfg.models.trust_remote_code)
+    base = ScorerSpec(kind="dual-encoder", location=scorer, name=scorer, revision=settings.scorer_revision,
+                      num_frames=settings.num_frames, batch_size=settings.batch_size, device=settings.device,
+                      dtype=settings.dtype, cache_dir=cfg.model_cache_dir, trust_remote_code=cfg.models.trust_remote_code)
     if scorer == TEXT_CONSENSUS:
-        model = settings.text_model or bundled_text_model()
-        return ScorerSpec(kind=TEXT_CONSENSUS, location=model, name=f"{TEXT_CONSENSUS}:{settings.text_model or 'all-MiniLM-L6-v2'}",
-                          **{**common, "revision": None if not settings.text_model else settings.scorer_revision})
+        # scorer_revision pins the text model only when one is named; the bundled one has none
+        return replace(base, kind=TEXT_CONSENSUS, location=settings.text_model or bundled_text_model(),
+                       name=f"{TEXT_CONSENSUS}:{settings.text_model or 'all-MiniLM-L6-v2'}",
+                       revision=settings.scorer_revision if settings.text_model else None)
     if scorer.startswith("models:/"):
         name, version = resolve_registered(cfg, scorer)
-        return ScorerSpec(kind="dual-encoder", location=download_registered(cfg, name, version),
-                          name=f"models:/{name}/{version}", **{**common, "revision": None})
-    return ScorerSpec(kind="dual-encoder", location=scorer, name=scorer, **common)
+        return replace(base, location=download_registered(cfg, name, version), name=f"models:/{name}/{version}",
+                       revision=None)
+    return base
 
 
 def resolve_registered(cfg: Config, uri: str) -> tuple[str, str]:

