@@ -2,12 +2,14 @@
 
 The labels are joined with each clip's current candidates (as the select stage sees them) and its
 uniform frames; a label whose pick is no longer among the candidates is skipped and counted. The
-examples are written once as a parquet snapshot under `<paths.root>/selector/<run id>/` and
-streamed from there by the training loop on the driver (the driver's GPU when it has one), so the
-label set need not fit in memory. The clip-hash split holds out `finetune.val_fraction`.
-One MLflow run records the conf as params, the loss per step and epoch, held-out R@1 before
-training (`r1_before`, `val_r1` at step 0) and after (`r1_after`), and registers the model
-(`finetune.registered_model`, alias `finetune.alias`) with its signature.
+examples are written once as a parquet snapshot under `finetune.snapshot_dir` (default
+`<paths.root>/selector`)/<run id> and streamed from there by the training loop on the driver (the
+driver's GPU when it has one), so the label set need not fit in memory. The clip-hash split holds
+out `finetune.val_fraction`. One MLflow run records the training settings as params, the loss per
+step and epoch, held-out R@1 before training (`r1_before`, `val_r1` at step 0) and after
+(`r1_after`), and registers the model (`finetune.registered_model`, alias `finetune.alias`) with
+its signature. A run whose labels, candidates, base model and settings equal a finished run's is
+skipped (tag `panda.training_fingerprint`).
 """
 from __future__ import annotations
 

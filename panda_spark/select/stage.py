@@ -38,14 +38,12 @@ def candidate_sets(lake: Lakehouse) -> DataFrame:
     """clip_id, candidates (teacher, teacher_version, caption; newest per teacher, not degenerate,
     sorted by teacher), candidates_hash."""
     newest = Window.partitionBy("clip_id", "teacher").orderBy(F.col("updated_at").desc(), F.col("teacher_version"))
-    latest = (lake.read("candidate_captions").withColumn("_n", F.row_number().over(newest)).filter("_n = 1")
-              .filter(~F.coalesce(F.col("degenerate"), F.lit(False)) & F.col("caption").isNotNull()))
-    everything = lake.read("candidate_captions").select("clip_id").distinct()
-    sets = latest.groupBy("clip_id").agg(
-        F.array_sort(F.collect_list(F.struct("teacher", "teacher_version", "caption"))).alias("candidates"))
-    # clips whose every caption is degenerate keep an empty set: the core reports them as errors
-    sets = everything.join(sets, "clip_id", "left").withColumn(
-        "candidates", F.coalesce("candidates", F.array().cast("array<struct<teacher:string,teacher_version:string,caption:string>>")))
+    latest = lake.read("candidate_captions").withColumn("_n", F.row_number().over(newest)).filter("_n = 1")
+    usable = ~F.coalesce(F.col("degenerate"), F.lit(False)) & F.col("caption").isNotNull()
+    # collect_list skips NULLs: a clip whose every caption is degenerate gets an empty set, which
+    # the core reports as an error
+    sets = latest.groupBy("clip_id").agg(F.array_sort(F.collect_list(
+        F.when(usable, F.struct("teacher", "teacher_version", "caption")))).alias("candidates"))
     return sets.withColumn("candidates_hash", F.sha2(F.to_json("candidates"), 256))
 
 

@@ -8,6 +8,7 @@ random tiny CLIP selects at about chance; after fine-tuning on the labels it pic
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -253,3 +254,47 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selecte
     right = sum(rows[c].teacher == f"t-{_color_of(i)}" for i, c in enumerate(ids[:N_CLIPS]))
     assert right >= 0.9 * N_CLIPS
     assert {rows[c].scorer_version.split("@")[0] for c in ids[:N_CLIPS]} == {f"models:/panda-selector/{version.version}"}
+
+
+def test_the_mlflow_ui_server_shows_the_run_with_r1_before_and_after(selected):
+    """What `make mlflow-ui` serves: the run's R@1 metrics and the registered selector, over HTTP."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    cfg, _, _, _, _, root = selected
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", cfg.mlflow_tracking_uri, "--default-artifact-root", (root / "artifacts").as_uri()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        experiment = call("/api/2.0/mlflow/experiments/get-by-name?experiment_name=panda-spark")["experiment"]
+        runs = call("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                                     "filter": "tags.`panda.stage` = 'finetune-retrieval'"})["runs"]
+        metrics = {m["key"]: m["value"] for m in runs[0]["data"]["metrics"]}
+        assert len(runs) == 1 and metrics["r1_after"] > metrics["r1_before"]
+        model = call("/api/2.0/mlflow/registered-models/get?name=panda-selector")["registered_model"]
+        assert {a["alias"] for a in model["aliases"]} == {"candidate"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
