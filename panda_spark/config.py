@@ -216,6 +216,44 @@ class FinetuneSettings:
 
 
 @dataclass
+class StudentSettings:
+    # train-student: a frozen image encoder (CLIP-family, get_image_features) and a causal LM
+    # (GPT-2 / OPT / Qwen class): hub ids, directories, or tiny:clip / tiny:gpt2 (noise, offline).
+    vision_model: str = "tiny:clip"
+    language_model: str = "tiny:gpt2"
+    num_frames: int = field(default=8, metadata=_spec(minimum=1))
+    video_queries: int = field(default=8, metadata=_spec(minimum=1))  # the paper: 32
+    text_queries: int = field(default=8, metadata=_spec(minimum=1))  # the paper: 32
+    hidden: int = field(default=64, metadata=_spec(minimum=8))  # width of the query transformers
+    layers: int = field(default=1, metadata=_spec(minimum=1))
+    heads: int = field(default=4, metadata=_spec(minimum=1))
+    max_text_tokens: int = field(default=64, metadata=_spec(minimum=2))  # metadata + subtitles
+    max_caption_tokens: int = field(default=32, metadata=_spec(minimum=2))
+    subtitles_dropout: float = field(default=0.5, metadata=_spec(minimum=0))
+    metadata_dropout: float = field(default=0.5, metadata=_spec(minimum=0))
+    # Tiny LMs must learn too (a frozen random LM cannot); clusters freeze a pretrained one.
+    train_language_model: bool = True
+    good_match_only: bool = False  # train only on clips whose selected caption is a good match
+    epochs: int = field(default=3, metadata=_spec(minimum=1))
+    batch_size: int = field(default=8, metadata=_spec(minimum=1))  # per process
+    learning_rate: float = field(default=1e-3, metadata=_spec(minimum=0))
+    weight_decay: float = field(default=0.01, metadata=_spec(minimum=0))
+    val_fraction: float = field(default=0.2, metadata=_spec(minimum=0))
+    eval_clips: int = field(default=16, metadata=_spec(minimum=0))  # held-out clips captioned per epoch
+    max_new_tokens: int = field(default=30, metadata=_spec(minimum=1))
+    seed: int = 0
+    # TorchDistributor: processes, local (driver) or on executors, GPUs (DDP on nccl, else gloo)
+    num_processes: int = field(default=2, metadata=_spec(minimum=1))
+    local_mode: bool = True
+    use_gpu: bool = False
+    # petastorm's converter cache (file:// locally; dbfs:/ or s3:// on clusters); empty: <paths.root>/petastorm
+    cache_url: str | None = None
+    checkpoint_dir: str | None = None  # empty: <paths.root>/student/checkpoints
+    registered_model: str = "panda-student"
+    alias: str = "candidate"
+
+
+@dataclass
 class Config:
     spark: SparkSettings = field(default_factory=SparkSettings)
     paths: PathSettings = field(default_factory=PathSettings)
@@ -228,6 +266,7 @@ class Config:
     caption: CaptionSettings = field(default_factory=CaptionSettings)
     select: SelectSettings = field(default_factory=SelectSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    student: StudentSettings = field(default_factory=StudentSettings)
 
     # Derived locations (not conf keys).
     @property
@@ -385,6 +424,9 @@ def _check_cross_keys(cfg: Config) -> None:
                 f"conf key '{key}.inputs': expected one of frame or video (none for a text-llm teacher) "
                 f"plus optionally subtitles and metadata, got {teacher.inputs}"
             )
+    if not 0 < cfg.student.val_fraction < 1:
+        raise ConfigError(f"conf key 'student.val_fraction': expected a number between 0 and 1 (exclusive), "
+                          f"got {cfg.student.val_fraction!r}")
     if not 0 < cfg.finetune.val_fraction < 1:
         raise ConfigError(f"conf key 'finetune.val_fraction': expected a number between 0 and 1 (exclusive), "
                           f"got {cfg.finetune.val_fraction!r}")

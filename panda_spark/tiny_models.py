@@ -310,8 +310,29 @@ def _build_clip(directory: Path) -> Path:
     return directory
 
 
+def _build_gpt2(directory: Path) -> Path:
+    """A GPT-2 causal LM (the student's language model): byte-level BPE, `<|endoftext|>` as bos,
+    eos and pad, right padding for training."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _bpe_tokenizer(["<|endoftext|>"], bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+    tokenizer.padding_side = "right"
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 RECIPES: dict[str, Callable[[Path], Path]] = {
     "clip": _build_clip,
+    "gpt2": _build_gpt2,
     "blip2": _build_blip2,
     "git-video": _build_git_video,
     "text-llm": _build_text_llm,

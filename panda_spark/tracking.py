@@ -28,3 +28,33 @@ def start_experiment(cfg: Config) -> str:
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
+
+
+def log_registered_pyfunc(name: str, python_model, artifacts: dict[str, str], signature, example,
+                          registered_model: str) -> str:
+    """Log a pyfunc under the active run with our package as code (so it loads where panda-spark is
+    not installed) and register it; the new version number."""
+    import os
+
+    import mlflow
+    import torch
+    import transformers
+
+    import panda_spark
+
+    info = mlflow.pyfunc.log_model(
+        name=name, python_model=python_model, artifacts=artifacts, signature=signature, input_example=example,
+        code_paths=[os.path.dirname(panda_spark.__file__)],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+                          "numpy", "pandas", "opencv-python-headless", "PyYAML", "safetensors"],
+        registered_model_name=registered_model,
+    )
+    return info.registered_model_version
+
+
+def jpeg_bytes(value) -> bytes:
+    """A JPEG model input as bytes; MLflow's serving input carries binary base64-encoded (as str or bytes)."""
+    import base64
+
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    return data if data[:2] == b"\xff\xd8" else base64.b64decode(data)

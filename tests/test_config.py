@@ -130,9 +130,9 @@ def test_cli_rejects_bad_conf_before_spark_starts(tmp_path):
 
 
 def test_cli_says_plainly_that_a_stage_is_not_built_yet(tmp_path):
-    done = _cli(tmp_path, "train-student", "--conf", str(REPO / "conf" / "local.yaml"))
+    done = _cli(tmp_path, "export", "--conf", str(REPO / "conf" / "local.yaml"))
     assert done.returncode == 2
-    assert "panda-spark train-student: this stage is not built yet (it arrives with issue #6" in done.stderr
+    assert "panda-spark export: this stage is not built yet (it arrives with issue #7" in done.stderr
 
 
 def test_config_dataclass_defaults_are_the_embedded_default():

@@ -54,7 +54,7 @@ def built(tmp_path_factory):
 
 
 def test_recipes_listed():
-    assert list(RECIPES) == ["clip", "blip2", "git-video", "text-llm", "qwen2-vl"]
+    assert list(RECIPES) == ["clip", "gpt2", "blip2", "git-video", "text-llm", "qwen2-vl"]
     with pytest.raises(KeyError):
         build_tiny("nope", "/nonexistent")
 

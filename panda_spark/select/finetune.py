@@ -13,7 +13,6 @@ Examples arrive as streams (`epoch → iterator`), so the training set need not 
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -54,11 +53,6 @@ class FinetuneResult:
 
 
 Examples = Callable[[int], Iterable[LabeledClip]]  # epoch → that epoch's examples
-
-
-def is_held_out(clip_id: str, fraction: float) -> bool:
-    """Deterministic split by clip: the same clip is held out in every run and on every machine."""
-    return int(hashlib.sha256(clip_id.encode()).hexdigest()[:8], 16) / 2**32 < fraction
 
 
 def retrieval_loss(videos, texts, owner, positive, scale, hard_negative_weight: float,

@@ -27,22 +27,17 @@ from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
+from panda_spark.splits import held_out_column
 from panda_spark.select.finetune import FinetuneParams, parquet_examples, train_selector
-from panda_spark.select.registry import ARTIFACT, log_selector, scorer_spec
+from panda_spark.select.registry import ARTIFACT, SelectorModel, scorer_spec, signature
 from panda_spark.select.scorers import DualEncoder
 from panda_spark.select.stage import candidate_sets, uniform_frames_per_clip
 from panda_spark.tables import Lakehouse
-from panda_spark.tracking import start_experiment
+from panda_spark.tracking import log_registered_pyfunc, start_experiment
 from panda_spark.video.frames import encode_jpeg
 
 log = logging.getLogger(__name__)
 STAGE = "finetune-retrieval"
-
-
-def held_out_column(fraction: float):
-    """Spark's form of :func:`panda_spark.select.finetune.is_held_out` (same clips, same split)."""
-    bucket = F.conv(F.substring(F.sha2(F.col("clip_id"), 256), 1, 8), 16, 10).cast("double") / 2**32
-    return bucket < F.lit(fraction)
 
 
 def labelled_examples(lake: Lakehouse, val_fraction: float) -> DataFrame:
@@ -141,7 +136,8 @@ def _register(encoder: DualEncoder, num_frames: int, name: str, alias: str, held
         encoder.model.save_pretrained(saved)
         encoder.processor.save_pretrained(saved)
         example = pd.DataFrame({"frames": [[encode_jpeg(f) for f in first.frames]], "captions": [first.captions]})
-        version = log_selector(saved, num_frames, name, example)
+        version = log_registered_pyfunc("selector", SelectorModel(num_frames), {ARTIFACT: saved}, signature(),
+                                        example, name)
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     return version
 

@@ -9,7 +9,6 @@ directory through the ordinary `from_pretrained` path, batched like any dual enc
 """
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shutil
@@ -119,36 +118,11 @@ class SelectorModel(PythonModel):
                                                    name="pyfunc", num_frames=self.num_frames, dtype="float32"))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from panda_spark.tracking import jpeg_bytes
         from panda_spark.video.frames import uniform_frames
 
         items = []
         for n, row in enumerate(model_input.to_dict("records")):
-            stored = [{"frame_idx": i, "role": "uniform", "jpeg": _binary(f)} for i, f in enumerate(row["frames"])]
+            stored = [{"frame_idx": i, "role": "uniform", "jpeg": jpeg_bytes(f)} for i, f in enumerate(row["frames"])]
             items.append(ScoringInput(str(n), uniform_frames(stored, self.num_frames), [str(c) for c in row["captions"]]))
         return pd.DataFrame({"scores": [list(map(float, s)) for s in self.scorer.score(items)]})
-
-
-def _binary(value) -> bytes:
-    """JPEG bytes; MLflow's JSON serving input carries binary columns base64-encoded."""
-    return base64.b64decode(value) if isinstance(value, str) else bytes(value)
-
-
-def log_selector(encoder_dir: str, num_frames: int, registered_model: str, example: pd.DataFrame):
-    """Log the dual encoder at `encoder_dir` as a pyfunc selector under the active run and register it;
-    the new ModelVersion."""
-    import mlflow
-    import torch
-    import transformers
-
-    import panda_spark
-
-    info = mlflow.pyfunc.log_model(
-        name="selector", python_model=SelectorModel(num_frames), artifacts={ARTIFACT: encoder_dir},
-        signature=signature(), input_example=example,
-        # panda_spark travels inside the model, so the pyfunc loads where the package is not installed
-        code_paths=[os.path.dirname(panda_spark.__file__)],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
-                          "numpy", "pandas", "opencv-python-headless", "PyYAML"],
-        registered_model_name=registered_model,
-    )
-    return info.registered_model_version

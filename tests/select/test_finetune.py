@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from panda_spark.select.finetune import FinetuneParams, is_held_out, retrieval_loss, train_selector  # noqa: E402
+from panda_spark.select.finetune import FinetuneParams, retrieval_loss, train_selector
+from panda_spark.splits import is_held_out  # noqa: E402
 from panda_spark.select.scorers import DualEncoder  # noqa: E402
 from tests.select.colors import color_clips  # noqa: E402
 

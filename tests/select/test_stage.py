@@ -20,7 +20,7 @@ mlflow = pytest.importorskip("mlflow")
 from pyspark.sql import functions as F  # noqa: E402
 
 from panda_spark.select import finetune_stage, stage  # noqa: E402
-from panda_spark.select.finetune import is_held_out  # noqa: E402
+from panda_spark.splits import held_out_column, is_held_out  # noqa: E402
 from panda_spark.video.frames import encode_jpeg  # noqa: E402
 from tests.select.colors import COLORS, color_frames  # noqa: E402
 
@@ -213,7 +213,7 @@ def test_text_consensus_scorer_through_spark_needs_no_frames(selected):
 def test_spark_split_matches_the_core_split(selected):
     _, lake, _, ids, _, _ = selected
     rows = lake.spark.createDataFrame([(c,) for c in ids], "clip_id string").select(
-        "clip_id", finetune_stage.held_out_column(0.25).alias("held")).collect()
+        "clip_id", held_out_column(0.25).alias("held")).collect()
     assert {r.clip_id: r.held for r in rows} == {c: is_held_out(c, 0.25) for c in ids}
 
 

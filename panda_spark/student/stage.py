@@ -1,0 +1,167 @@
+"""train-student (Spark wrapper): `captions` + `clip_frames` + clip text → a registered student.
+
+1. Rows: every clip with a selected caption (only good matches with `student.good_match_only`),
+   its uniform frames, subtitles, title and description become numeric rows in a `mapInPandas`
+   task (`student_rows`: frozen image encoder features, token ids; the encoder resident per worker,
+   on the task's GPU on clusters). A clip without frames goes to `errors`.
+2. The rows are handed to petastorm (`make_spark_converter`, at least one file per process) and
+   trained by TorchDistributor (`student.num_processes`, `local_mode`, `use_gpu`) with
+   :func:`panda_spark.student.train.train_fn`; the clip-hash split holds out `val_fraction`.
+3. The driver opens one MLflow run (the whole conf as params), rank 0 logs into it, and the saved
+   student is logged as a pyfunc with a signature and registered under `student.registered_model`
+   (alias `student.alias`). Training on the same rows and settings again is skipped; a job that
+   died resumes from its last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import tempfile
+from functools import partial
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from panda_spark import storage
+from panda_spark.config import Config
+from panda_spark.errors import ConfigError
+from panda_spark.runs import StageReport
+from panda_spark.splits import held_out_column
+from panda_spark.student.data import NUMERIC_COLUMNS, PetastormLoader, row_schema, student_rows
+from panda_spark.student.model import StudentConfig
+from panda_spark.tables import Lakehouse
+from panda_spark.tiny_models import resolve_model
+
+log = logging.getLogger(__name__)
+STAGE = "train-student"
+
+
+def training_clips(lake: Lakehouse, good_match_only: bool, val_fraction: float) -> DataFrame:
+    captions = lake.read("captions").filter(F.col("caption").isNotNull())
+    if good_match_only:
+        captions = captions.filter("good_match")
+    frames = (lake.read("clip_frames").filter(F.col("role") == "uniform").groupBy("clip_id")
+              .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+    videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
+    return (captions.select("clip_id", "caption")
+            .join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
+            .join(videos, "video_id", "left").join(frames, "clip_id", "left")
+            .withColumn("held_out", held_out_column(val_fraction)).drop("video_id"))
+
+
+def student_config(cfg: Config, vision_dim: int) -> StudentConfig:
+    s = cfg.student
+    return StudentConfig(
+        vision_model=resolve_model(s.vision_model, cfg.model_cache_dir),
+        language_model=resolve_model(s.language_model, cfg.model_cache_dir), num_frames=s.num_frames,
+        vision_dim=vision_dim, video_queries=s.video_queries, text_queries=s.text_queries, hidden=s.hidden,
+        layers=s.layers, heads=s.heads, max_text_tokens=s.max_text_tokens, max_caption_tokens=s.max_caption_tokens,
+        subtitles_dropout=s.subtitles_dropout, metadata_dropout=s.metadata_dropout,
+        train_language_model=s.train_language_model)
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
+    import mlflow
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from panda_spark.student.infer import ARTIFACT, StudentModel, signature
+    from panda_spark.student.model import FrameEncoder
+    from panda_spark.student.train import TrainJob, train_fn
+    from panda_spark.tracking import log_registered_pyfunc, start_experiment
+
+    report = StageReport(STAGE, run_id)
+    s = cfg.student
+    lake = Lakehouse(spark, cfg, run_id)
+    config = student_config(cfg, vision_dim=FrameEncoder(resolve_model(s.vision_model, cfg.model_cache_dir),
+                                                         device="cpu").dim)
+    spark.sparkContext.setJobDescription("train-student: frame features and token ids")
+    rows = training_clips(lake, s.good_match_only, s.val_fraction).repartition(
+        spark.sparkContext.defaultParallelism).mapInPandas(
+        partial(student_rows, vision_model=config.vision_model, language_model=config.language_model,
+                num_frames=s.num_frames, max_text_tokens=s.max_text_tokens, max_caption_tokens=s.max_caption_tokens),
+        row_schema()).localCheckpoint(eager=True)
+    ok = rows.filter("status = 'ok'")
+    errored = lake.record_errors(STAGE, rows.filter("status = 'error'").select(
+        F.col("clip_id").alias("key"), "error_class", "message",
+        F.to_json(F.struct("clip_id")).alias("input_snapshot"))).total
+    lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
+    train_n, val_n = ok.filter("NOT held_out").count(), ok.filter("held_out").count()
+    report.counts.update(train=train_n, val=val_n, errored=errored)
+    if train_n < s.num_processes or not val_n:
+        raise ConfigError(f"conf key 'student.val_fraction': {train_n} training and {val_n} held-out clips with "
+                          f"captions and frames; train-student needs at least student.num_processes="
+                          f"{s.num_processes} training clips and one held-out clip (run select first)")
+
+    fingerprint = _fingerprint(ok, cfg)
+    experiment_id = start_experiment(cfg)
+    if mlflow.search_runs(filter_string=f"tags.`panda.training_fingerprint` = '{fingerprint}' "
+                                        "and attributes.status = 'FINISHED'", output_format="list", max_results=1):
+        log.info("train-student: a finished MLflow run already trained on these rows and settings; nothing to do")
+        report.counts.update(trained=0)
+        return report.finish()
+
+    cache = s.cache_url or (cfg.root / "petastorm").resolve().as_uri()
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache)
+    numeric = list(NUMERIC_COLUMNS)
+    # petastorm shards by file: at least one file per process
+    train_rows = ok.filter("NOT held_out").select(numeric).repartition(max(s.num_processes, train_n // 2048))
+    val_rows = ok.filter("held_out").select(numeric).repartition(max(s.num_processes, val_n // 2048))
+    train_converter, val_converter = make_spark_converter(train_rows), make_spark_converter(val_rows)
+    eval_rows = ok.filter("held_out").orderBy("clip_id").limit(s.eval_clips).toPandas()
+    checkpoints = f"{(s.checkpoint_dir or cfg.paths.root.rstrip('/') + '/student/checkpoints').rstrip('/')}/{fingerprint}"
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=f"{STAGE} {run_id[:8]}",
+                            tags={"panda.run_id": run_id, "panda.stage": STAGE, "panda.training_fingerprint": fingerprint})
+    for key, value in _flatten(dataclasses.asdict(cfg)).items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    with tempfile.TemporaryDirectory() as output:
+        job = TrainJob(config=config, train=PetastormLoader(train_converter, s.seed),
+                       val=PetastormLoader(val_converter, s.seed), eval_rows=eval_rows, epochs=s.epochs,
+                       batch_size=s.batch_size, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
+                       seed=s.seed, use_gpu=s.use_gpu, tracking_uri=cfg.mlflow_tracking_uri,
+                       mlflow_run_id=run.info.run_id, checkpoint_dir=checkpoints, output_dir=f"{output}/{ARTIFACT}",
+                       max_new_tokens=s.max_new_tokens)
+        spark.sparkContext.setJobDescription(f"train-student: TorchDistributor x{s.num_processes}")
+        result = TorchDistributor(num_processes=s.num_processes, local_mode=s.local_mode,
+                                  use_gpu=s.use_gpu).run(train_fn, job)
+        with mlflow.start_run(run_id=run.info.run_id):
+            example = _example(lake, eval_rows["clip_id"].iloc[0], s.num_frames)
+            version = log_registered_pyfunc("student", StudentModel(), {ARTIFACT: job.output_dir}, signature(),
+                                            example, s.registered_model)
+        client.set_registered_model_alias(s.registered_model, s.alias, version)
+    train_converter.delete()
+    val_converter.delete()
+    storage.remove_tree(checkpoints)
+    log.info("train-student: %s; registered %s version %s as @%s", result, s.registered_model, version, s.alias)
+    report.counts.update(trained=1, model_version=int(version))
+    return report.finish()
+
+
+def _example(lake: Lakehouse, clip_id: str, num_frames: int):
+    """The pyfunc's input example: one held-out clip's stored frames and texts."""
+    import pandas as pd
+
+    frames = (lake.read("clip_frames").filter((F.col("clip_id") == clip_id) & (F.col("role") == "uniform"))
+              .orderBy("frame_idx").select("jpeg").collect())
+    return pd.DataFrame({"frames": [[bytes(r.jpeg) for r in frames][:num_frames]], "metadata": [""], "subtitles": [""]})
+
+
+def _fingerprint(rows: DataFrame, cfg: Config) -> str:
+    digest = rows.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(F.struct(
+        "clip_id", "held_out", F.sha2(F.to_json(F.struct("caption_ids", "metadata_ids", "subtitles_ids")), 256)
+        .alias("text"))))), 256)).first()[0]
+    settings = json.dumps(dataclasses.asdict(cfg.student), sort_keys=True)
+    return hashlib.sha256(f"{digest}|{settings}".encode()).hexdigest()[:32]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
