@@ -21,7 +21,6 @@ log = logging.getLogger("panda_spark")
 # Stages that later issues build: the CLI names them now so scripts and jobs can be written
 # against one interface; running one says plainly that it is not there yet.
 PLANNED_STAGES = {
-    "evaluate": "#6 (caption metrics)",
     "export": "#7 (Panda-70M CSV and webdataset export)",
     "import-panda-csv": "#7 (Panda-70M CSV import)",
     "pipeline": "#7 (all stages in order)",
@@ -51,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(labels)
     _common(sub.add_parser("finetune-retrieval", help="fine-tune the selector on selection_labels; register it in MLflow"))
     _common(sub.add_parser("train-student", help="train the student captioner (TorchDistributor); register it in MLflow"))
+    evaluate = sub.add_parser("evaluate", help="BLEU-4, METEOR, ROUGE-L, CIDEr of a caption source → evaluations")
+    evaluate.add_argument("--source", default="student", help="student (default), gold, or teacher:<name>")
+    evaluate.add_argument("--reference", default="heldout",
+                          help="heldout (gold captions of the held-out clips, default) or an MSR-VTT-style JSON file")
+    _common(evaluate)
     for stage, issue in PLANNED_STAGES.items():
         _common(sub.add_parser(stage, help=f"not built yet: issue {issue}"))
     sql = sub.add_parser("sql", help="run one SQL query over the tables")
@@ -139,6 +143,12 @@ def _train_student(cfg: Config, args: argparse.Namespace) -> int:
     return _run_stage(stage.run, cfg)
 
 
+def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.student import evaluate_stage
+
+    return _run_stage(evaluate_stage.run, cfg, source=args.source, reference=args.reference)
+
+
 def _run_stage(run: Callable, cfg: Config, **kwargs) -> int:
     from panda_spark.runs import new_run_id
     from panda_spark.spark import get_spark
@@ -190,7 +200,7 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
 
 _COMMANDS = {"ingest": _ingest, "split": _split, "caption": _caption, "select": _select,
              "load-selection-labels": _load_selection_labels, "finetune-retrieval": _finetune_retrieval,
-             "train-student": _train_student,
+             "train-student": _train_student, "evaluate": _evaluate,
              "sql": _sql, "demo": _demo}
 
 

@@ -126,10 +126,11 @@ TEACHER_INPUTS = ("frame", "video", "subtitles", "metadata")
 @dataclass
 class TeacherSettings:
     name: str  # unique; goes into candidate_captions.teacher
-    # A hub id, a local directory, or tiny:<family> (a tiny random model of that family, built
-    # on first use into the model cache: its captions are noise, for offline runs and tests).
+    # A hub id, a local directory, tiny:<family> (a tiny random model of that family, built on
+    # first use into the model cache: its captions are noise, for offline runs and tests), or a
+    # registered student models:/<name>@<alias> (adapter: student).
     model: str
-    adapter: Literal["blip2", "git-video", "text-llm", "qwen2-vl"]
+    adapter: Literal["blip2", "git-video", "text-llm", "qwen2-vl", "student"]
     revision: str | None = None
     # frame: one frame from 30–70% of the clip; video: num_frames uniform frames;
     # subtitles / metadata: the clip's subtitles and the video's title + description in the prompt.

@@ -362,7 +362,10 @@ def build_tiny(family: str, directory: Path) -> Path:
 
 
 def resolve_model(model: str, cache_dir: str) -> str:
-    """`tiny:<family>` → the tiny model's directory in the cache (built on first use); else as given."""
+    """`tiny:<family>` → the tiny model's directory in the cache (built on first use);
+    `models:/<name>/<version>` → its download in the cache (made on the driver); else as given."""
+    if model.startswith("models:/"):
+        return str(Path(cache_dir) / "registered" / model[len("models:/"):])
     if not model.startswith("tiny:"):
         return model
     family = model[len("tiny:"):]

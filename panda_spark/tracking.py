@@ -7,7 +7,16 @@ whatever directory the job started in). On clusters `mlflow.tracking_uri` names 
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
 from panda_spark.config import Config
+from panda_spark.errors import ConfigError
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
 def start_experiment(cfg: Config) -> str:
@@ -58,3 +67,46 @@ def jpeg_bytes(value) -> bytes:
 
     data = value.encode() if isinstance(value, str) else bytes(value)
     return data if data[:2] == b"\xff\xd8" else base64.b64decode(data)
+
+
+def pin_registered(cfg: Config, uri: str, key: str) -> str:
+    """`models:/name@alias` or `models:/name/N` → `models:/name/N` (a fixed version), checked against
+    the registry; `key` is the conf key that named it, for the error message."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    match = _MODEL_URI.match(uri)
+    if not match:
+        raise ConfigError(f"conf key '{key}': expected models:/<name>@<alias> or models:/<name>/<version>, got {uri!r}")
+    start_experiment(cfg)
+    client, name = MlflowClient(), match["name"]
+    try:
+        version = (client.get_model_version_by_alias(name, match["alias"]).version if match["alias"]
+                   else client.get_model_version(name, match["version"]).version)
+    except MlflowException as exc:
+        raise ConfigError(f"conf key '{key}': {uri} is not in the model registry at "
+                          f"{cfg.mlflow.registry_uri or cfg.mlflow_tracking_uri} ({exc.message})") from exc
+    return f"models:/{name}/{version}"
+
+
+def download_registered(cfg: Config, pinned: str, artifact: str, key: str) -> str:
+    """The pyfunc artifact directory `artifact` of `pinned` (models:/name/N), downloaded once into the
+    model cache (shared by the workers on clusters)."""
+    import mlflow
+
+    from panda_spark.tiny_models import resolve_model
+
+    target = Path(resolve_model(pinned, cfg.model_cache_dir))
+    if not target.is_dir() or not any(target.iterdir()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(staging)))
+        # a pyfunc keeps its artifacts in artifacts/<name> (code/ may hold a folder of the same name)
+        found = next((p for p in local.rglob(artifact) if p.is_dir() and p.parent.name == "artifacts"), None)
+        if found is None:
+            raise ConfigError(f"conf key '{key}': {pinned} holds no {artifact} directory; expected a model "
+                              "registered by panda-spark")
+        shutil.rmtree(target, ignore_errors=True)  # a partial earlier download
+        os.replace(found, target)
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)

@@ -6,6 +6,7 @@
 - `text-llm`: a chat LLM that sees only the prompt (subtitles + metadata): the paper's
   "VideoChat-Text" teacher.
 - `qwen2-vl` (Qwen2-VL / Qwen2.5-VL): a video + the prompt in the model's chat template.
+- `student`: the student of train-student: video + subtitles + metadata, no prompt.
 """
 from __future__ import annotations
 
@@ -59,6 +60,27 @@ class Qwen2VLAdapter(Adapter):
         return dict(self.processor(text=prompts, videos=videos, return_tensors="pt", padding=True))
 
 
+class StudentAdapter(Adapter):
+    """The student captioner of train-student (a registered `models:/...` or a saved directory):
+    uniform frames + the clip's subtitles + the video's metadata, one model call per batch."""
+
+    artifact = "student"  # the pyfunc artifact train-student registers
+
+    def __init__(self, runner, spec):
+        self.runner, self.spec = runner, spec
+
+    @classmethod
+    def load(cls, spec, location: str, cache_dir: str, trust_remote_code: bool) -> "StudentAdapter":
+        from panda_spark.student.infer import StudentRunner
+
+        return cls(StudentRunner(location, device=spec.device, max_new_tokens=spec.max_new_tokens), spec)
+
+    def caption(self, items: list[TeacherInput]) -> list[str]:
+        return self.runner.caption([item.frames for item in items], [item.metadata for item in items],
+                                   [item.subtitles for item in items])
+
+
 ADAPTERS: dict[str, type[Adapter]] = {
     "blip2": Blip2Adapter, "git-video": GitVideoAdapter, "text-llm": TextLLMAdapter, "qwen2-vl": Qwen2VLAdapter,
+    "student": StudentAdapter,
 }

@@ -28,6 +28,8 @@ class TeacherInput:
     frames: list[np.ndarray]  # RGB uint8, possibly empty
     prompt: str
     inputs_used: list[str]  # what actually went in: e.g. ["video", "subtitles"] when a clip has no metadata
+    subtitles: str = ""  # the clip's subtitles and the video's metadata as the prompt holds them,
+    metadata: str = ""  # for teachers that take text apart from a prompt (the student)
 
 
 def teacher_version(teacher: TeacherSettings) -> str:
@@ -64,7 +66,8 @@ def teacher_inputs(clip_id: str, frames: list[dict], cues: list[dict], start_s: 
     used += [name for name, value in (("subtitles", subtitles), ("metadata", title or description)) if value]
     prompt = build_prompt(teacher.prompt or PROMPT_WITH_TEXT, teacher.prompt_without_text or PROMPT_WITHOUT_TEXT,
                           subtitles, title, description)
-    return TeacherInput(clip_id, select_frames(frames, teacher), prompt, used)
+    metadata = ". ".join(t for t in (title, description) if t)
+    return TeacherInput(clip_id, select_frames(frames, teacher), prompt, used, subtitles or "", metadata)
 
 
 def _clean(text: str | None) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Iterator
 
@@ -84,10 +85,25 @@ def clip_rows(lake: Lakehouse) -> DataFrame:
             .join(videos, "video_id", "left").join(frames, "clip_id", "left").drop("video_id"))
 
 
+def _pin_registered(cfg: Config, index: int, teacher: TeacherSettings) -> TeacherSettings:
+    """A teacher named `models:/name@alias` (a registered student) → `models:/name/N`, downloaded once
+    into the model cache: the version goes into teacher_version, the workers load the download."""
+    if not teacher.model.startswith("models:/"):
+        return teacher
+    from panda_spark.caption.adapters import ADAPTERS
+    from panda_spark.tracking import download_registered, pin_registered
+
+    key = f"caption.teachers[{index}].model"
+    pinned = pin_registered(cfg, teacher.model, key)
+    download_registered(cfg, pinned, ADAPTERS[teacher.adapter].artifact, key)
+    return replace(teacher, model=pinned, revision=None)
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | None = None) -> StageReport:
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
-    selected = [t for t in cfg.caption.teachers if teachers is None or t.name in teachers]
+    selected = [_pin_registered(cfg, i, t) for i, t in enumerate(cfg.caption.teachers)
+                if teachers is None or t.name in teachers]
     clips = clip_rows(lake)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
     for teacher in selected:

@@ -25,12 +25,24 @@ class Adapter:
     """One model family's calling convention. Subclasses set `model_class` and `preprocess`."""
 
     model_class = "AutoModelForImageTextToText"
+    artifact: str | None = None  # the MLflow pyfunc artifact holding the model, for models:/ teachers
 
     def __init__(self, processor, model, spec: TeacherSettings, device: str, dtype):
         self.processor, self.model, self.spec, self.device, self.dtype = processor, model, spec, device, dtype
         text_config = getattr(model.config, "text_config", None) or model.config
         # a decoder-only LM's generate() returns the prompt before the new tokens; T5-style ones do not
         self.decoder_only = not getattr(text_config, "is_encoder_decoder", False)
+
+    @classmethod
+    def load(cls, spec: TeacherSettings, location: str, cache_dir: str, trust_remote_code: bool) -> "Adapter":
+        """The family's processor and model from `location`, through `from_pretrained`."""
+        import transformers
+        from transformers import AutoProcessor
+
+        processor, model, device, dtype = load_pretrained(
+            getattr(transformers, cls.model_class), AutoProcessor, location, revision=spec.revision,
+            cache_dir=cache_dir, trust_remote_code=trust_remote_code, device=spec.device, dtype=spec.dtype)
+        return cls(processor, model, spec, device, dtype)
 
     def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
         raise NotImplementedError
@@ -45,6 +57,10 @@ class Adapter:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
 
+    def caption(self, items: list[TeacherInput]) -> list[str]:
+        inputs = self.to_device(self.preprocess(items))
+        return self.postprocess(self.forward(inputs), inputs)
+
     def to_device(self, inputs) -> dict[str, Any]:
         import torch
 
@@ -54,25 +70,17 @@ class Adapter:
 
 class Teacher:
     def __init__(self, spec: TeacherSettings, cache_dir: str, trust_remote_code: bool = False):
-        import transformers
-        from transformers import AutoProcessor
-
         from panda_spark.caption.adapters import ADAPTERS
 
         self.spec, self.version = spec, teacher_version(spec)
-        adapter_class = ADAPTERS[spec.adapter]
-        location = resolve_model(spec.model, cache_dir)
-        processor, model, device, dtype = load_pretrained(
-            getattr(transformers, adapter_class.model_class), AutoProcessor, location, revision=spec.revision,
-            cache_dir=cache_dir, trust_remote_code=trust_remote_code, device=spec.device, dtype=spec.dtype)
-        self.adapter = adapter_class(processor, model, spec, device, dtype)
+        self.adapter = ADAPTERS[spec.adapter].load(spec, resolve_model(spec.model, cache_dir), cache_dir,
+                                                   trust_remote_code)
 
     def caption(self, items: list[TeacherInput]) -> list[str]:
         import torch
 
         with torch.inference_mode():
-            inputs = self.adapter.to_device(self.adapter.preprocess(items))
-            return self.adapter.postprocess(self.adapter.forward(inputs), inputs)
+            return self.adapter.caption(items)
 
 
 _LOADED: "OrderedDict[str, Teacher]" = OrderedDict()  # per Python worker, most recently used last

@@ -9,21 +9,15 @@ directory through the ordinary `from_pretrained` path, batched like any dual enc
 """
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 
 from panda_spark.config import Config
-from panda_spark.errors import ConfigError
 from panda_spark.select.scorers import TEXT_CONSENSUS, ScorerSpec, ScoringInput, bundled_text_model
+from panda_spark.tracking import download_registered, pin_registered
 
 ARTIFACT = "dual_encoder"
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
 def scorer_spec(cfg: Config, scorer: str | None = None) -> ScorerSpec:
@@ -39,53 +33,10 @@ def scorer_spec(cfg: Config, scorer: str | None = None) -> ScorerSpec:
                        name=f"{TEXT_CONSENSUS}:{settings.text_model or 'all-MiniLM-L6-v2'}",
                        revision=settings.scorer_revision if settings.text_model else None)
     if scorer.startswith("models:/"):
-        name, version = resolve_registered(cfg, scorer)
-        return replace(base, location=download_registered(cfg, name, version), name=f"models:/{name}/{version}",
+        pinned = pin_registered(cfg, scorer, "select.scorer")
+        return replace(base, location=download_registered(cfg, pinned, ARTIFACT, "select.scorer"), name=pinned,
                        revision=None)
     return base
-
-
-def resolve_registered(cfg: Config, uri: str) -> tuple[str, str]:
-    """`models:/name@alias` or `models:/name/N` → (name, version), checked against the registry."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from panda_spark.tracking import start_experiment
-
-    match = _MODEL_URI.match(uri)
-    if not match:
-        raise ConfigError(f"conf key 'select.scorer': expected models:/<name>@<alias> or models:/<name>/<version>, "
-                          f"got {uri!r}")
-    start_experiment(cfg)
-    client = MlflowClient()
-    name = match["name"]
-    try:
-        version = (client.get_model_version_by_alias(name, match["alias"]).version if match["alias"]
-                   else client.get_model_version(name, match["version"]).version)
-    except MlflowException as exc:
-        raise ConfigError(f"conf key 'select.scorer': {uri} is not in the model registry at "
-                          f"{cfg.mlflow.registry_uri or cfg.mlflow_tracking_uri} ({exc.message})") from exc
-    return name, str(version)
-
-
-def download_registered(cfg: Config, name: str, version: str) -> str:
-    """The version's dual-encoder directory in the model cache (downloaded once)."""
-    import mlflow
-
-    target = Path(cfg.model_cache_dir) / "registered" / name / version
-    if not (target / ARTIFACT / "config.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging)))
-        found = next(local.rglob(f"{ARTIFACT}/config.json"), None)
-        if found is None:
-            raise ConfigError(f"conf key 'select.scorer': models:/{name}/{version} holds no {ARTIFACT} directory; "
-                              "expected a selector registered by panda-spark finetune-retrieval")
-        target.mkdir(exist_ok=True)
-        shutil.rmtree(target / ARTIFACT, ignore_errors=True)  # a partial earlier download
-        os.replace(found.parent, target / ARTIFACT)
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(target / ARTIFACT)
 
 
 def signature():

@@ -65,3 +65,43 @@ def test_two_process_training_logs_a_falling_loss_and_registers_the_student(trai
 def test_rerun_on_the_same_rows_trains_nothing(trained):
     cfg, lake, _, _ = trained
     assert stage.run(lake.spark, cfg, "stu-2").counts["trained"] == 0
+
+
+def test_evaluate_writes_metrics_for_student_and_gold(trained):
+    from panda_spark.student import evaluate_stage
+
+    cfg, lake, report, _ = trained
+    student = evaluate_stage.run(lake.spark, cfg, "ev-1", source="student", reference="heldout")
+    gold = evaluate_stage.run(lake.spark, cfg, "ev-2", source="gold", reference="heldout")
+    rows = {(r.source, r.metric): r for r in lake.read("evaluations").collect()}
+    assert {m for s, m in rows if s == "gold"} == {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    assert rows[("gold", "BLEU-4")].value == pytest.approx(1.0, abs=1e-6)  # the gold captions are the references
+    from panda_spark.splits import is_held_out
+
+    held_out = [r.clip_id for r in lake.read("captions").collect() if is_held_out(r.clip_id, 0.3)]
+    assert rows[("gold", "ROUGE-L")].n_clips == gold.counts["clips"] == len(held_out)
+    # the student captions the held-out clips that have frames: one held-out caption has none
+    assert student.counts["clips"] == report.counts["val"] == len(set(held_out) - {"clip-no-frames"})
+    assert 0 <= rows[("student", "BLEU-4")].value <= 1
+    run = mlflow.MlflowClient(cfg.mlflow_tracking_uri).get_run(rows[("student", "CIDEr")].mlflow_run_id)
+    assert run.data.metrics["CIDEr"] == pytest.approx(rows[("student", "CIDEr")].value)
+
+
+def test_the_registered_student_captions_as_a_teacher(trained):
+    import json
+    from dataclasses import asdict
+
+    from panda_spark.caption import stage as caption
+    from panda_spark.config import TeacherSettings, load_config
+
+    cfg, lake, _, overrides = trained
+    teacher = TeacherSettings(name="student", model="models:/panda-student@candidate", adapter="student",
+                              inputs=["video", "subtitles", "metadata"], max_new_tokens=6)
+    as_teacher = load_config(None, [*overrides, f"caption.teachers={json.dumps([asdict(teacher)])}"])
+    report = caption.run(lake.spark, as_teacher, "stu-cap")
+    rows = lake.read("candidate_captions").filter("teacher = 'student'").collect()
+    with_frames = lake.read("clip_frames").select("clip_id").distinct().count()
+    assert report.counts["student.captioned"] == len(rows) == with_frames
+    version = mlflow.MlflowClient(cfg.mlflow_tracking_uri).get_model_version_by_alias("panda-student", "candidate")
+    assert {r.teacher_version.split("@")[0] for r in rows} == {f"models:/panda-student/{version.version}"}
+    assert all(isinstance(r.caption, str) for r in rows)

@@ -1,0 +1,134 @@
+"""evaluate (Spark wrapper): caption metrics of one caption source against references → `evaluations`.
+
+Sources: `gold` (the selected captions), `teacher:<name>` (that teacher's newest candidates),
+`student` (the registered student `student.registered_model@student.alias`, run here over the
+reference clips in a `mapInPandas` task, resident per worker). References: `heldout` (the gold
+captions of the clips the student's split holds out) or an MSR-VTT-style annotation JSON
+(`{"sentences": [{"video_id", "caption"}, ...]}` or `"annotations"`), matched by video_id to the
+first clip of each video. BLEU-4, METEOR, ROUGE-L and CIDEr go to `evaluations` (one row per
+metric) and to one MLflow run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from typing import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from panda_spark import storage
+from panda_spark.config import Config
+from panda_spark.errors import ConfigError
+from panda_spark.runs import StageReport
+from panda_spark.splits import held_out_column
+from panda_spark.tables import Lakehouse
+
+log = logging.getLogger(__name__)
+STAGE = "evaluate"
+
+
+def references(lake: Lakehouse, cfg: Config, reference: str) -> DataFrame:
+    """clip_id, refs (array of reference captions)."""
+    if reference == "heldout":
+        return (lake.read("captions").filter(held_out_column(cfg.student.val_fraction) & F.col("caption").isNotNull())
+                .select("clip_id", F.array("caption").alias("refs")))
+    location = storage.resolve_path(reference, "")
+    try:
+        with storage.open_binary(location) as fh:
+            data = json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--reference {reference}: expected 'heldout' or an annotation JSON file ({exc})") from exc
+    entries = (data.get("sentences") or data.get("annotations")) if isinstance(data, dict) else None
+    if not entries:
+        raise ConfigError(f"--reference {reference}: expected a JSON object with 'sentences' or 'annotations' "
+                          "holding {video_id, caption} entries")
+    pairs = [(str(e.get("video_id", e.get("image_id"))), str(e["caption"])) for e in entries if "caption" in e]
+    refs = lake.spark.createDataFrame(pairs, "video_id STRING, caption STRING").groupBy("video_id").agg(
+        F.collect_list("caption").alias("refs"))
+    first_clip = Window.partitionBy("video_id").orderBy("clip_idx")
+    clips = (lake.read("clips").withColumn("_n", F.row_number().over(first_clip)).filter("_n = 1")
+             .select("clip_id", "video_id"))
+    return refs.join(clips, "video_id").select("clip_id", "refs")
+
+
+def candidates(lake: Lakehouse, cfg: Config, source: str, clips: DataFrame) -> DataFrame:
+    """clip_id, caption of `source` for the clips in `clips`."""
+    if source == "gold":
+        return lake.read("captions").select("clip_id", "caption").join(clips, "clip_id", "left_semi")
+    if source.startswith("teacher:"):
+        newest = Window.partitionBy("clip_id").orderBy(F.col("updated_at").desc())
+        return (lake.read("candidate_captions").filter(F.col("teacher") == source[len("teacher:"):])
+                .withColumn("_n", F.row_number().over(newest)).filter("_n = 1").select("clip_id", "caption")
+                .join(clips, "clip_id", "left_semi"))
+    if source == "student":
+        return student_captions(lake, cfg, clips)
+    raise ConfigError(f"--source {source}: expected gold, student or teacher:<name>")
+
+
+def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame) -> DataFrame:
+    from panda_spark.student.infer import ARTIFACT
+    from panda_spark.tiny_models import resolve_model
+    from panda_spark.tracking import download_registered, pin_registered
+
+    key = "student.registered_model"
+    pinned = pin_registered(cfg, f"models:/{cfg.student.registered_model}@{cfg.student.alias}", key)
+    download_registered(cfg, pinned, ARTIFACT, key)
+    frames = (lake.read("clip_frames").filter(F.col("role") == "uniform").groupBy("clip_id")
+              .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+    videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
+    rows = (clips.select("clip_id").join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
+            .join(videos, "video_id", "left").join(frames, "clip_id"))
+    lake.spark.sparkContext.setJobDescription(f"evaluate: captions of {pinned}")
+    return rows.mapInPandas(partial(_student_batch, directory=resolve_model(pinned, cfg.model_cache_dir),
+                                    max_new_tokens=cfg.student.max_new_tokens), "clip_id STRING, caption STRING")
+
+
+_RUNNERS: dict = {}  # per Python worker
+
+
+def _student_batch(batches: Iterator[pd.DataFrame], directory: str, max_new_tokens: int) -> Iterator[pd.DataFrame]:
+    from panda_spark.student.data import metadata_text
+    from panda_spark.student.infer import StudentRunner
+    from panda_spark.text.clip_text import clip_subtitles
+    from panda_spark.video.frames import uniform_frames
+
+    if directory not in _RUNNERS:
+        _RUNNERS.clear()
+        _RUNNERS[directory] = StudentRunner(directory, max_new_tokens=max_new_tokens)
+    runner = _RUNNERS[directory]
+    for batch in batches:
+        clips = batch.to_dict("records")
+        frames = [uniform_frames(list(c["frames"]), runner.num_frames) for c in clips]
+        captions = runner.caption(frames, [metadata_text(c["title"], c["description"]) for c in clips],
+                                  [clip_subtitles(list(c["cues"] if c["cues"] is not None else []), c["start_s"],
+                                                  c["end_s"], 200) for c in clips])
+        yield pd.DataFrame({"clip_id": [c["clip_id"] for c in clips], "caption": captions})
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", reference: str = "heldout") -> StageReport:
+    import mlflow
+
+    from panda_spark.student.metrics import caption_metrics
+    from panda_spark.tracking import start_experiment
+
+    report = StageReport(STAGE, run_id)
+    lake = Lakehouse(spark, cfg, run_id)
+    refs = references(lake, cfg, reference).localCheckpoint(eager=True)
+    cands = candidates(lake, cfg, source, refs.select("clip_id"))
+    pairs = refs.join(cands, "clip_id").collect()
+    if not pairs:
+        raise ConfigError(f"--source {source} --reference {reference}: no clip has both a caption and a reference")
+    scores = caption_metrics({r.clip_id: list(r.refs) for r in pairs}, {r.clip_id: r.caption or "" for r in pairs})
+    start_experiment(cfg)
+    with mlflow.start_run(run_name=f"{STAGE} {source} vs {reference}",
+                          tags={"panda.run_id": run_id, "panda.stage": STAGE}) as active:
+        mlflow.log_params({"source": source, "reference": reference, "clips": len(pairs)})
+        mlflow.log_metrics({k.replace("-", ""): v for k, v in scores.items()})
+    rows = [(source, reference, metric, value, len(pairs), active.info.run_id) for metric, value in scores.items()]
+    lake.merge("evaluations", spark.createDataFrame(
+        rows, "source STRING, reference STRING, metric STRING, value DOUBLE, n_clips BIGINT, mlflow_run_id STRING"))
+    report.counts.update(clips=len(pairs), **{k: round(v, 4) for k, v in scores.items()})
+    return report.finish()
