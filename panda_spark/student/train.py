@@ -80,9 +80,10 @@ def train_fn(job: TrainJob) -> dict:
                 if tracker:
                     tracker.step(step, loss.item(), optimizer.param_groups[0]["lr"],
                                  seen * world / (time.perf_counter() - started))
+        epoch_samples_per_s = seen * world / (time.perf_counter() - started)
         val_loss = _validation_loss(model, job, rank, world, device)
         if tracker:
-            result = tracker.epoch(epoch, val_loss, model, device)
+            result = {**tracker.epoch(epoch, val_loss, model, device), "samples_per_s": epoch_samples_per_s}
             _save_checkpoint(model, optimizer, epoch, step, job.checkpoint_dir)
         dist.barrier()
     if tracker:
