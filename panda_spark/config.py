@@ -249,7 +249,10 @@ class StudentSettings:
     use_gpu: bool = False
     # petastorm's converter cache (file:// locally; dbfs:/ or s3:// on clusters); empty: <paths.root>/petastorm
     cache_url: str | None = None
-    checkpoint_dir: str | None = None  # empty: <paths.root>/student/checkpoints
+    # Epoch checkpoints and the final model before it is logged: a POSIX path the driver and the
+    # training processes share (a Volume, EFS/NFS mount) when local_mode is false.
+    # Empty: <paths.root>/student/checkpoints
+    checkpoint_dir: str | None = None
     registered_model: str = "panda-student"
     alias: str = "candidate"
 

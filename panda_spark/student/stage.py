@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import tempfile
 from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
@@ -117,21 +116,20 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
                             tags={"panda.run_id": run_id, "panda.stage": STAGE, "panda.training_fingerprint": fingerprint})
     for key, value in _flatten(dataclasses.asdict(cfg)).items():
         client.log_param(run.info.run_id, key, str(value)[:6000])
-    with tempfile.TemporaryDirectory() as output:
-        job = TrainJob(config=config, train=PetastormLoader(train_converter, s.seed),
-                       val=PetastormLoader(val_converter, s.seed), eval_rows=eval_rows, epochs=s.epochs,
-                       batch_size=s.batch_size, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
-                       seed=s.seed, use_gpu=s.use_gpu, tracking_uri=cfg.mlflow_tracking_uri,
-                       mlflow_run_id=run.info.run_id, checkpoint_dir=checkpoints, output_dir=f"{output}/{ARTIFACT}",
-                       max_new_tokens=s.max_new_tokens)
-        spark.sparkContext.setJobDescription(f"train-student: TorchDistributor x{s.num_processes}")
-        result = TorchDistributor(num_processes=s.num_processes, local_mode=s.local_mode,
-                                  use_gpu=s.use_gpu).run(train_fn, job)
-        with mlflow.start_run(run_id=run.info.run_id):
-            example = _example(lake, eval_rows["clip_id"].iloc[0], s.num_frames)
-            version = log_registered_pyfunc("student", StudentModel(), {ARTIFACT: job.output_dir}, signature(),
-                                            example, s.registered_model)
-        client.set_registered_model_alias(s.registered_model, s.alias, version)
+    job = TrainJob(config=config, train=PetastormLoader(train_converter, s.seed),
+                   val=PetastormLoader(val_converter, s.seed), eval_rows=eval_rows, epochs=s.epochs,
+                   batch_size=s.batch_size, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
+                   seed=s.seed, use_gpu=s.use_gpu, tracking_uri=cfg.mlflow_tracking_uri,
+                   mlflow_run_id=run.info.run_id, checkpoint_dir=checkpoints, output_dir=f"{checkpoints}/{ARTIFACT}",
+                   max_new_tokens=s.max_new_tokens)
+    spark.sparkContext.setJobDescription(f"train-student: TorchDistributor x{s.num_processes}")
+    result = TorchDistributor(num_processes=s.num_processes, local_mode=s.local_mode,
+                              use_gpu=s.use_gpu).run(train_fn, job)
+    with mlflow.start_run(run_id=run.info.run_id):
+        example = _example(lake, eval_rows["clip_id"].iloc[0], s.num_frames)
+        version = log_registered_pyfunc("student", StudentModel(), {ARTIFACT: job.output_dir}, signature(),
+                                        example, s.registered_model)
+    client.set_registered_model_alias(s.registered_model, s.alias, version)
     train_converter.delete()
     val_converter.delete()
     storage.remove_tree(checkpoints)

@@ -104,3 +104,51 @@ def test_memory_loader_shards_rows_between_processes(parts):
         with loader.batches(rank, 2, 2, epoch=1) as batches:
             seen.append(sum(len(b["caption_ids"]) for b in batches))
     assert seen == [5, 4] and len(loader) == 9
+
+
+def run_train_fn_alone(job):
+    """train_fn as one process of a world of one, the way TorchDistributor starts it."""
+    import socket
+
+    from panda_spark.student.train import train_fn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return train_fn(job)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_a_job_started_again_resumes_after_its_last_checkpoint(parts, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from panda_spark.student.train import TrainJob
+
+    _, rows, config = parts
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    experiment = mlflow.create_experiment("resume", artifact_location=(tmp_path / "artifacts").as_uri())
+    client = mlflow.MlflowClient(tracking)
+    loader = MemoryLoader(pd.concat([rows] * 4, ignore_index=True))
+
+    def job(epochs: int):
+        run = client.create_run(experiment)
+        return run.info.run_id, TrainJob(
+            config=config, train=loader, val=MemoryLoader(rows), eval_rows=rows.iloc[:0], epochs=epochs, batch_size=4,
+            learning_rate=1e-3, weight_decay=0.0, seed=0, use_gpu=False, tracking_uri=tracking,
+            mlflow_run_id=run.info.run_id, checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"))
+
+    first_id, first = job(2)
+    assert run_train_fn_alone(first)["epoch"] == 2
+    second_id, second = job(3)  # as if the job had been asked for 3 epochs and died after 2
+    assert run_train_fn_alone(second)["epoch"] == 3
+    assert [m.step for m in client.get_metric_history(first_id, "val_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(second_id, "val_loss")] == [3]
+    steps = [m.step for m in client.get_metric_history(second_id, "loss")]
+    assert (min(steps), max(steps)) == (7, 9)  # 3 steps an epoch, counting on from the checkpoint
+    assert StudentCaptioner.load(tmp_path / "out").config.hidden == config.hidden
