@@ -35,8 +35,8 @@ class TrainJob:
     weight_decay: float
     seed: int
     use_gpu: bool
-    tracking_uri: str
-    mlflow_run_id: str
+    tracking_uri: str | None  # None: no MLflow logging (benchmarks, device checks)
+    mlflow_run_id: str | None
     checkpoint_dir: str
     output_dir: str
     max_new_tokens: int = 30
@@ -61,6 +61,7 @@ def train_fn(job: TrainJob) -> dict:
     optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=job.weight_decay)
     start_epoch, step = _resume(model, optimizer, job.checkpoint_dir, device)
     tracker = _Tracker(job) if rank == 0 else None
+    bf16 = job.use_gpu and torch.cuda.is_bf16_supported()
     generator = torch.Generator().manual_seed(job.seed * 1000 + rank)
     result: dict = {}
     for epoch in range(start_epoch, job.epochs + 1):
@@ -71,7 +72,8 @@ def train_fn(job: TrainJob) -> dict:
             for raw in batches:
                 batch = to_model_batch(raw, job.config.num_frames, device, True, job.config.subtitles_dropout,
                                        job.config.metadata_dropout, generator)
-                loss = ddp(batch)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    loss = ddp(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -134,17 +136,21 @@ class _Tracker:
     """Rank 0's MLflow logging into the run the driver opened."""
 
     def __init__(self, job: TrainJob):
-        import mlflow
         from transformers import AutoTokenizer
 
-        self.job, self.mlflow = job, mlflow
-        mlflow.set_tracking_uri(job.tracking_uri)
-        self.run = mlflow.start_run(run_id=job.mlflow_run_id)
+        self.job, self.mlflow = job, None
+        if job.mlflow_run_id is not None:
+            import mlflow
+
+            self.mlflow = mlflow
+            mlflow.set_tracking_uri(job.tracking_uri)
+            mlflow.start_run(run_id=job.mlflow_run_id)
         self.tokenizer = AutoTokenizer.from_pretrained(job.config.language_model)
         self.samples: list[dict] = []
 
     def step(self, step: int, loss: float, lr: float, samples_per_s: float) -> None:
-        self.mlflow.log_metrics({"loss": loss, "lr": lr, "samples_per_s": samples_per_s}, step=step)
+        if self.mlflow:
+            self.mlflow.log_metrics({"loss": loss, "lr": lr, "samples_per_s": samples_per_s}, step=step)
 
     def epoch(self, epoch: int, val_loss: float, model, device: str) -> dict:
         from panda_spark.student.metrics import caption_metrics
@@ -159,12 +165,14 @@ class _Tracker:
             metrics.update({f"val_{k.replace('-', '')}": v for k, v in scores.items()})
             self.samples = [{"clip_id": c, "reference": r, "generated": g, "epoch": epoch}
                             for c, r, g in zip(rows["clip_id"], rows["caption"], generated)]
-        self.mlflow.log_metrics(metrics, step=epoch)
+        if self.mlflow:
+            self.mlflow.log_metrics(metrics, step=epoch)
         return {**metrics, "epoch": epoch}
 
     def finish(self) -> None:
-        self.mlflow.log_dict({"samples": self.samples}, "sample_generations.json")
-        self.mlflow.end_run()
+        if self.mlflow:
+            self.mlflow.log_dict({"samples": self.samples}, "sample_generations.json")
+            self.mlflow.end_run()
 
 
 def _checkpoint_path(directory: str) -> Path:
