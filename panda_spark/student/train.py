@@ -102,12 +102,12 @@ def _validation_loss(model, job: TrainJob, rank: int, world: int, device: str) -
     import torch.distributed as dist
 
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64)
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # nccl reduces GPU tensors only
     with torch.no_grad(), job.val.batches(rank, world, job.batch_size, 0) as batches:
         for raw in batches:
             batch = to_model_batch(raw, job.config.num_frames, device, False, 0.0, 0.0)
             n = len(batch["caption_ids"])
-            total += torch.tensor([model(batch).item() * n, n], dtype=torch.float64)
+            total += torch.tensor([model(batch).item() * n, n], dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return float(total[0] / total[1]) if total[1] else float("nan")
 
