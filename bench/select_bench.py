@@ -22,7 +22,7 @@ from panda_spark.config import load_config
 from panda_spark.select.core import RESULT_SCHEMA, prepare_clip, select_batch
 from panda_spark.select.registry import scorer_spec
 from panda_spark.select.scorers import load_scorer
-from panda_spark.select.stage import candidate_sets, uniform_frames_per_clip
+from panda_spark.select.stage import candidate_sets
 from panda_spark.spark import get_spark
 from panda_spark.tables import Lakehouse
 from tests.select.test_stage import seed_tables
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     lake = Lakehouse(spark, cfg, "bench")
     seed_tables(lake, args.clips)
     spec = scorer_spec(cfg)
-    rows = (candidate_sets(lake).join(uniform_frames_per_clip(lake), "clip_id")
+    rows = (candidate_sets(lake).join(lake.frames_per_clip(), "clip_id")
             .filter("size(candidates) > 0").localCheckpoint(eager=True))
     n = rows.count()
     clips = rows.toPandas().to_dict("records")

@@ -254,6 +254,12 @@ class Lakehouse:
         )
         self.spark.catalog.dropTempView(view)
 
+    def frames_per_clip(self, role: str | None = "uniform") -> DataFrame:
+        """clip_id, frames: the clip's stored frames (frame_idx, role, jpeg) of `role` (None: all)."""
+        frames = self.read("clip_frames")
+        return ((frames if role is None else frames.filter(F.col("role") == role)).groupBy("clip_id")
+                .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+
     def counts(self) -> dict[str, int]:
         return {table: self.read(table).count() for table in TABLES}
 

@@ -78,8 +78,7 @@ def _error_row(clip_id: str, teacher: TeacherSettings, version: str, error_class
 
 def clip_rows(lake: Lakehouse) -> DataFrame:
     """Every clip with its stored frames and its video's subtitles, title and description."""
-    frames = lake.read("clip_frames").groupBy("clip_id").agg(
-        F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames"))
+    frames = lake.frames_per_clip(role=None)
     videos = lake.read("videos").select("video_id", "subtitles", "title", "description")
     return (lake.read("clips").select("clip_id", "video_id", "start_s", "end_s")
             .join(videos, "video_id", "left").join(frames, "clip_id", "left").drop("video_id"))

@@ -31,7 +31,7 @@ from panda_spark.splits import held_out_column
 from panda_spark.select.finetune import FinetuneParams, parquet_examples, train_selector
 from panda_spark.select.registry import ARTIFACT, SelectorModel, scorer_spec, signature
 from panda_spark.select.scorers import DualEncoder
-from panda_spark.select.stage import candidate_sets, uniform_frames_per_clip
+from panda_spark.select.stage import candidate_sets
 from panda_spark.tables import Lakehouse
 from panda_spark.tracking import log_registered_pyfunc, start_experiment
 from panda_spark.video.frames import encode_jpeg
@@ -47,7 +47,7 @@ def labelled_examples(lake: Lakehouse, val_fraction: float) -> DataFrame:
     by_teacher = F.nullif(F.array_position(F.transform("candidates", lambda c: c.teacher), F.col("chosen_teacher")), F.lit(0))
     by_caption = F.nullif(F.array_position(captions, F.col("chosen_caption")), F.lit(0))
     return (lake.read("selection_labels").join(candidate_sets(lake), "clip_id")
-            .join(uniform_frames_per_clip(lake), "clip_id", "left")
+            .join(lake.frames_per_clip(), "clip_id", "left")
             .select("clip_id", captions.alias("captions"), (F.coalesce(by_teacher, by_caption) - 1).alias("chosen"),
                     "frames", held_out_column(val_fraction).alias("held_out")))
 

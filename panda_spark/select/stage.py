@@ -47,11 +47,6 @@ def candidate_sets(lake: Lakehouse) -> DataFrame:
     return sets.withColumn("candidates_hash", F.sha2(F.to_json("candidates"), 256))
 
 
-def uniform_frames_per_clip(lake: Lakehouse) -> DataFrame:
-    return (lake.read("clip_frames").filter(F.col("role") == "uniform").groupBy("clip_id")
-            .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
-
-
 def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
@@ -60,7 +55,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     done = lake.read("captions").filter(F.col("scorer_version") == spec.version).select("clip_id", "candidates_hash")
     todo = candidate_sets(lake).join(done, ["clip_id", "candidates_hash"], "left_anti")
     if spec.needs_frames:
-        todo = todo.join(uniform_frames_per_clip(lake), "clip_id", "left")
+        todo = todo.join(lake.frames_per_clip(), "clip_id", "left")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(spec.batch_size, 16)))
     partitions = cfg.select.partitions or spark.sparkContext.defaultParallelism
     spark.sparkContext.setJobDescription(f"select: scoring with {spec.version}")

@@ -95,17 +95,16 @@ def student_rows(batches: Iterator[pd.DataFrame], vision_model: str, language_mo
                 good.append(clip)
             except InputError as exc:
                 errors.append({**{c: None for c in NUMERIC_COLUMNS}, "clip_id": clip["clip_id"],
-                               "caption": clip["caption"], "held_out": clip["held_out"],
+                               "caption": clip["caption"], "held_out": bool(clip["held_out"]),
                                "status": "error", "error_class": exc.error_class, "message": exc.message})
         out = builder.rows(frames, [c["caption"] or "" for c in good],
                            [metadata_text(c["title"], c["description"]) for c in good],
                            [clip_subtitles(list(c["cues"] if c["cues"] is not None else []), c["start_s"], c["end_s"],
-                                           half) for c in good]) if good else pd.DataFrame(columns=NUMERIC_COLUMNS)
-        out.insert(0, "clip_id", [c["clip_id"] for c in good])
-        out["caption"] = [c["caption"] for c in good]
-        out["held_out"] = [bool(c["held_out"]) for c in good]
-        out["status"], out["error_class"], out["message"] = "ok", None, None
-        yield pd.concat([out, pd.DataFrame(errors)], ignore_index=True)[[c.split()[0] for c in row_schema().split(", ")]]
+                                           half) for c in good]).to_dict("records") if good else []
+        ok = [{**row, "clip_id": c["clip_id"], "caption": c["caption"], "held_out": bool(c["held_out"]),
+               "status": "ok", "error_class": None, "message": None} for row, c in zip(out, good)]
+        # records, not a concat of frames: an all-error batch must not turn held_out into floats
+        yield pd.DataFrame(ok + errors, columns=[c.split()[0] for c in row_schema().split(", ")])
 
 
 def text_inputs(batch: dict, training: bool, subtitles_dropout: float, metadata_dropout: float, generator=None):

@@ -76,8 +76,7 @@ def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame) -> DataFram
     key = "student.registered_model"
     pinned = pin_registered(cfg, f"models:/{cfg.student.registered_model}@{cfg.student.alias}", key)
     download_registered(cfg, pinned, ARTIFACT, key)
-    frames = (lake.read("clip_frames").filter(F.col("role") == "uniform").groupBy("clip_id")
-              .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+    frames = lake.frames_per_clip()
     videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
     rows = (clips.select("clip_id").join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
             .join(videos, "video_id", "left").join(frames, "clip_id"))

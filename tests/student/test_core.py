@@ -152,3 +152,19 @@ def test_a_job_started_again_resumes_after_its_last_checkpoint(parts, tmp_path):
     steps = [m.step for m in client.get_metric_history(second_id, "loss")]
     assert (min(steps), max(steps)) == (7, 9)  # 3 steps an epoch, counting on from the checkpoint
     assert StudentCaptioner.load(tmp_path / "out").config.hidden == config.hidden
+
+
+def test_rows_adapter_turns_a_clip_without_frames_into_an_error_row(parts):
+    import pyarrow as pa
+
+    from panda_spark.student.data import row_schema, student_rows
+
+    _, _, config = parts
+    clip = {"clip_id": "c", "caption": "a dog", "frames": [], "cues": None, "start_s": 0.0, "end_s": 1.0,
+            "title": None, "description": None, "held_out": True}
+    (out,) = student_rows(iter([pd.DataFrame([clip])]), config.vision_model, config.language_model, 2, 16, 12, "cpu")
+    assert out.to_dict("records")[0] == {**{c: None for c in NUMERIC_COLUMNS}, "clip_id": "c", "caption": "a dog",
+                                         "held_out": True, "status": "error", "error_class": "MissingFrames",
+                                         "message": "clip has no uniform frames in clip_frames"}
+    assert list(out.columns) == [c.split()[0] for c in row_schema().split(", ")]
+    assert pa.Table.from_pandas(out, preserve_index=False).column("held_out").type == pa.bool_()
