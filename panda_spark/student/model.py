@@ -47,12 +47,12 @@ class StudentConfig:
 
 
 class StudentCaptioner(nn.Module):
-    def __init__(self, config: StudentConfig, language_model=None):
+    def __init__(self, config: StudentConfig):
         from transformers import AutoModelForCausalLM
 
         super().__init__()
         self.config = config
-        self.lm = language_model or AutoModelForCausalLM.from_pretrained(config.language_model)
+        self.lm = AutoModelForCausalLM.from_pretrained(config.language_model)
         lm_width = self.lm.get_input_embeddings().embedding_dim
         self.lm.requires_grad_(config.train_language_model)
         h = config.hidden
@@ -151,6 +151,11 @@ class StudentCaptioner(nn.Module):
         return model.to(device).eval()
 
 
+def feature_dim(config) -> int:
+    """Width of get_image_features for a CLIP-family config (its projection, else the vision width)."""
+    return int(getattr(config, "projection_dim", None) or config.vision_config.hidden_size)
+
+
 class FrameEncoder:
     """The frozen image encoder: frames → per-frame features (one call for many clips)."""
 
@@ -165,8 +170,7 @@ class FrameEncoder:
 
     @property
     def dim(self) -> int:
-        config = self.model.config
-        return int(getattr(config, "projection_dim", None) or config.vision_config.hidden_size)
+        return feature_dim(self.model.config)
 
     def encode(self, clips_frames: list[list[np.ndarray]]) -> np.ndarray:
         """(clips, frames, dim) float32; every clip must have the same number of frames."""

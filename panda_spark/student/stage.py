@@ -66,15 +66,17 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from panda_spark.student.infer import ARTIFACT, StudentModel, signature
-    from panda_spark.student.model import FrameEncoder
+    from transformers import AutoConfig
+
+    from panda_spark.student.model import feature_dim
     from panda_spark.student.train import TrainJob, train_fn
     from panda_spark.tracking import log_registered_pyfunc, start_experiment
 
     report = StageReport(STAGE, run_id)
     s = cfg.student
     lake = Lakehouse(spark, cfg, run_id)
-    config = student_config(cfg, vision_dim=FrameEncoder(resolve_model(s.vision_model, cfg.model_cache_dir),
-                                                         device="cpu").dim)
+    vision = resolve_model(s.vision_model, cfg.model_cache_dir)
+    config = student_config(cfg, vision_dim=feature_dim(AutoConfig.from_pretrained(vision)))
     spark.sparkContext.setJobDescription("train-student: frame features and token ids")
     rows = training_clips(lake, s.good_match_only, s.val_fraction).repartition(
         spark.sparkContext.defaultParallelism).mapInPandas(
