@@ -30,7 +30,7 @@ from tests.select.colors import color_clips
 
 def build_base_clip(directory: Path) -> str:
     """CLIP with ViT-B/32 sizes (the default CLIPConfig), random weights, the tiny tokenizer."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = _wordpiece_tokenizer()
     config = CLIPConfig(text_config=dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.cls_token_id,

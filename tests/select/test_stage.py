@@ -241,7 +241,7 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selecte
     assert [c["name"] for c in model_info.signature.inputs.to_dict()] == ["frames", "captions"]
 
     # the registered pyfunc scores clips outside Spark too
-    pyfunc = mlflow.pyfunc.load_model(f"models:/panda-selector@candidate")
+    pyfunc = mlflow.pyfunc.load_model("models:/panda-selector@candidate")
     red = [encode_jpeg(f) for f in color_frames("red", 2, np.random.default_rng(3))]
     scores = pyfunc.predict(__import__("pandas").DataFrame(
         {"frames": [red], "captions": [["a blue scene in the video", "a red scene in the video"]]}))["scores"][0]

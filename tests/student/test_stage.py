@@ -12,7 +12,7 @@ mlflow = pytest.importorskip("mlflow")
 from pyspark.sql import functions as F  # noqa: E402
 
 from panda_spark.student import stage  # noqa: E402
-from tests.select.test_stage import N_CLIPS, _color_of, seed_tables  # noqa: E402
+from tests.select.test_stage import _color_of, seed_tables  # noqa: E402
 
 
 @pytest.fixture(scope="module")
