@@ -101,52 +101,25 @@ def _configure_logging(quiet: bool) -> None:
     log.propagate = False
 
 
-def _ingest(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.ingest import stage
-
-    return _run_stage(stage.run, cfg, manifest=args.manifest)
-
-
-def _split(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.split import stage
-
-    return _run_stage(stage.run, cfg)
-
-
-def _caption(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.caption import stage
-
-    return _run_stage(stage.run, cfg)
+# command → (module, function, keyword arguments taken from the command line)
+_STAGE_RUNS: dict[str, tuple[str, str, Callable[[argparse.Namespace], dict]]] = {
+    "ingest": ("panda_spark.ingest.stage", "run", lambda a: {"manifest": a.manifest}),
+    "split": ("panda_spark.split.stage", "run", lambda a: {}),
+    "caption": ("panda_spark.caption.stage", "run", lambda a: {}),
+    "select": ("panda_spark.select.stage", "run", lambda a: {}),
+    "load-selection-labels": ("panda_spark.select.stage", "load_labels", lambda a: {"labels": a.labels}),
+    "finetune-retrieval": ("panda_spark.select.finetune_stage", "run", lambda a: {}),
+    "train-student": ("panda_spark.student.stage", "run", lambda a: {}),
+    "evaluate": ("panda_spark.student.evaluate_stage", "run",
+                 lambda a: {"source": a.source, "reference": a.reference}),
+}
 
 
-def _select(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.select import stage
+def _stage(cfg: Config, args: argparse.Namespace) -> int:
+    import importlib
 
-    return _run_stage(stage.run, cfg)
-
-
-def _load_selection_labels(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.select import stage
-
-    return _run_stage(stage.load_labels, cfg, labels=args.labels)
-
-
-def _finetune_retrieval(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.select import finetune_stage
-
-    return _run_stage(finetune_stage.run, cfg)
-
-
-def _train_student(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.student import stage
-
-    return _run_stage(stage.run, cfg)
-
-
-def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.student import evaluate_stage
-
-    return _run_stage(evaluate_stage.run, cfg, source=args.source, reference=args.reference)
+    module, function, kwargs = _STAGE_RUNS[args.command]
+    return _run_stage(getattr(importlib.import_module(module), function), cfg, **kwargs(args))
 
 
 def _run_stage(run: Callable, cfg: Config, **kwargs) -> int:
@@ -198,10 +171,7 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     return run_demo(cfg)
 
 
-_COMMANDS = {"ingest": _ingest, "split": _split, "caption": _caption, "select": _select,
-             "load-selection-labels": _load_selection_labels, "finetune-retrieval": _finetune_retrieval,
-             "train-student": _train_student, "evaluate": _evaluate,
-             "sql": _sql, "demo": _demo}
+_COMMANDS = {**{command: _stage for command in _STAGE_RUNS}, "sql": _sql, "demo": _demo}
 
 
 if __name__ == "__main__":

@@ -428,12 +428,10 @@ def _check_cross_keys(cfg: Config) -> None:
                 f"conf key '{key}.inputs': expected one of frame or video (none for a text-llm teacher) "
                 f"plus optionally subtitles and metadata, got {teacher.inputs}"
             )
-    if not 0 < cfg.student.val_fraction < 1:
-        raise ConfigError(f"conf key 'student.val_fraction': expected a number between 0 and 1 (exclusive), "
-                          f"got {cfg.student.val_fraction!r}")
-    if not 0 < cfg.finetune.val_fraction < 1:
-        raise ConfigError(f"conf key 'finetune.val_fraction': expected a number between 0 and 1 (exclusive), "
-                          f"got {cfg.finetune.val_fraction!r}")
+    for key, fraction in (("student.val_fraction", cfg.student.val_fraction),
+                          ("finetune.val_fraction", cfg.finetune.val_fraction)):
+        if not 0 < fraction < 1:
+            raise ConfigError(f"conf key '{key}': expected a number between 0 and 1 (exclusive), got {fraction!r}")
     if cfg.spark.mode == "embedded" and cfg.catalog.catalog:
         raise ConfigError(
             "conf key 'catalog.catalog': must be empty when spark.mode is 'embedded' "

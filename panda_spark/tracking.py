@@ -69,6 +69,16 @@ def jpeg_bytes(value) -> bytes:
     return data if data[:2] == b"\xff\xd8" else base64.b64decode(data)
 
 
+def finished_run_with(fingerprint: str) -> str | None:
+    """The id of a finished run of the active experiment tagged `panda.training_fingerprint` =
+    `fingerprint`: training on the same inputs and settings again would add nothing."""
+    import mlflow
+
+    runs = mlflow.search_runs(filter_string=f"tags.`panda.training_fingerprint` = '{fingerprint}' "
+                                            "and attributes.status = 'FINISHED'", output_format="list", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def pin_registered(cfg: Config, uri: str, key: str) -> str:
     """`models:/name@alias` or `models:/name/N` → `models:/name/N` (a fixed version), checked against
     the registry; `key` is the conf key that named it, for the error message."""

@@ -33,7 +33,7 @@ from panda_spark.select.registry import ARTIFACT, SelectorModel, scorer_spec, si
 from panda_spark.select.scorers import DualEncoder
 from panda_spark.select.stage import candidate_sets
 from panda_spark.tables import Lakehouse
-from panda_spark.tracking import log_registered_pyfunc, start_experiment
+from panda_spark.tracking import finished_run_with, log_registered_pyfunc, start_experiment
 from panda_spark.video.frames import encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         f.name: getattr(settings, f.name) for f in dataclasses.fields(FinetuneParams) if f.name != "num_frames"})
     fingerprint = _fingerprint(summary.filter("usable"), params, spec.version, settings.val_fraction)
     start_experiment(cfg)
-    done = mlflow.search_runs(filter_string=f"tags.`panda.training_fingerprint` = '{fingerprint}' "
-                                            "and attributes.status = 'FINISHED'", output_format="list", max_results=1)
-    if done:  # same labels, candidates, base model and settings: training again would add nothing
-        log.info("finetune-retrieval: MLflow run %s already trained on these labels; nothing to do", done[0].info.run_id)
+    done = finished_run_with(fingerprint)
+    if done:  # same labels, candidates, base model and settings
+        log.info("finetune-retrieval: MLflow run %s already trained on these labels; nothing to do", done)
         report.counts.update(trained=0)
         return report.finish()
 

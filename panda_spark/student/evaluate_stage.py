@@ -70,16 +70,14 @@ def candidates(lake: Lakehouse, cfg: Config, source: str, clips: DataFrame) -> D
 
 def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame) -> DataFrame:
     from panda_spark.student.infer import ARTIFACT
+    from panda_spark.student.stage import clip_inputs
     from panda_spark.tiny_models import resolve_model
     from panda_spark.tracking import download_registered, pin_registered
 
     key = "student.registered_model"
     pinned = pin_registered(cfg, f"models:/{cfg.student.registered_model}@{cfg.student.alias}", key)
     download_registered(cfg, pinned, ARTIFACT, key)
-    frames = lake.frames_per_clip()
-    videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
-    rows = (clips.select("clip_id").join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
-            .join(videos, "video_id", "left").join(frames, "clip_id"))
+    rows = clip_inputs(lake, clips.select("clip_id")).filter(F.col("frames").isNotNull())
     lake.spark.sparkContext.setJobDescription(f"evaluate: captions of {pinned}")
     return rows.mapInPandas(partial(_student_batch, directory=resolve_model(pinned, cfg.model_cache_dir),
                                     max_new_tokens=cfg.student.max_new_tokens), "clip_id STRING, caption STRING")

@@ -37,16 +37,19 @@ log = logging.getLogger(__name__)
 STAGE = "train-student"
 
 
+def clip_inputs(lake: Lakehouse, clips: DataFrame) -> DataFrame:
+    """`clips` (clip_id, ...) with what the student reads: start_s, end_s, the video's subtitle cues,
+    title and description, and the clip's uniform frames (NULL when it has none)."""
+    videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
+    return (clips.join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
+            .join(videos, "video_id", "left").join(lake.frames_per_clip(), "clip_id", "left").drop("video_id"))
+
+
 def training_clips(lake: Lakehouse, good_match_only: bool, val_fraction: float) -> DataFrame:
     captions = lake.read("captions").filter(F.col("caption").isNotNull())
     if good_match_only:
         captions = captions.filter("good_match")
-    frames = lake.frames_per_clip()
-    videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
-    return (captions.select("clip_id", "caption")
-            .join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
-            .join(videos, "video_id", "left").join(frames, "clip_id", "left")
-            .withColumn("held_out", held_out_column(val_fraction)).drop("video_id"))
+    return clip_inputs(lake, captions.select("clip_id", "caption")).withColumn("held_out", held_out_column(val_fraction))
 
 
 def student_config(cfg: Config, vision_dim: int) -> StudentConfig:
@@ -70,7 +73,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
 
     from panda_spark.student.model import feature_dim
     from panda_spark.student.train import TrainJob, train_fn
-    from panda_spark.tracking import log_registered_pyfunc, start_experiment
+    from panda_spark.tracking import finished_run_with, log_registered_pyfunc, start_experiment
 
     report = StageReport(STAGE, run_id)
     s = cfg.student
@@ -97,9 +100,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
 
     fingerprint = _fingerprint(ok, cfg)
     experiment_id = start_experiment(cfg)
-    if mlflow.search_runs(filter_string=f"tags.`panda.training_fingerprint` = '{fingerprint}' "
-                                        "and attributes.status = 'FINISHED'", output_format="list", max_results=1):
-        log.info("train-student: a finished MLflow run already trained on these rows and settings; nothing to do")
+    done = finished_run_with(fingerprint)
+    if done:
+        log.info("train-student: MLflow run %s already trained on these rows and settings; nothing to do", done)
         report.counts.update(trained=0)
         return report.finish()
 
