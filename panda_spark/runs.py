@@ -27,13 +27,20 @@ def new_run_id(cfg: Config) -> str:
 
 @dataclass
 class StageReport:
+    """What a stage did. `rows_in` (inputs it took up this run), `rows_out` (rows it wrote or
+    changed) and `errored` (inputs that went to `errors`) are the same three numbers for every
+    stage, summed up by `panda-spark pipeline`; `counts` holds the stage's own detail."""
     stage: str
     run_id: str
     counts: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     seconds: float = 0.0
+    rows_in: int = 0
+    rows_out: int = 0
+    errored: int = 0
 
-    def finish(self) -> "StageReport":
+    def finish(self, rows_in: int, rows_out: int, errored: int = 0) -> "StageReport":
+        self.rows_in, self.rows_out, self.errored = rows_in, rows_out, errored
         self.seconds = round(time.time() - self.started, 2)
         log.info("%s", self.summary())
         return self

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from pyspark.sql import SparkSession
 
@@ -69,7 +70,7 @@ def _embedded_session(cfg: Config) -> SparkSession:
         # read on a laptop, for tables of a few files.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.showConsoleProgress": "false",
-        "spark.python.worker.reuse": "true",
+        "spark.python.worker.reuse": str(cfg.spark.python_worker_reuse).lower(),
         "spark.sql.session.timeZone": "UTC",
         **cfg.spark.conf,
     }
@@ -130,14 +131,67 @@ def register_warehouse_tables(spark: SparkSession, cfg: Config) -> list[str]:
 
 def gpu_profile(cfg: Config, task_gpus: float, executor_gpus: int) -> dict:
     """`profile=` keyword for mapInPandas: a stage-level resource profile asking `task_gpus` per
-    task, on clusters only (local mode has no GPU scheduling and rejects profiles); else none."""
+    task, on clusters only (local mode has no GPU scheduling and rejects profiles); else none.
+
+    With dynamic allocation off (the conf's spark.dynamic_allocation, as TorchDistributor needs),
+    Spark accepts task-only profiles on the executors it has; only with it on may a profile ask for
+    new executors with `executor_gpus` each."""
     if cfg.spark.mode != "cluster" or not task_gpus:
         return {}
     from pyspark.resource import ExecutorResourceRequests, ResourceProfileBuilder, TaskResourceRequests
 
-    executor = ExecutorResourceRequests().resource("gpu", executor_gpus)
-    task = TaskResourceRequests().resource("gpu", task_gpus)
-    return {"profile": ResourceProfileBuilder().require(executor).require(task).build}
+    builder = ResourceProfileBuilder().require(TaskResourceRequests().resource("gpu", task_gpus))
+    if cfg.spark.dynamic_allocation:
+        builder = builder.require(ExecutorResourceRequests().resource("gpu", executor_gpus))
+    return {"profile": builder.build}
+
+
+# Spark's own defaults of the cluster settings the conf describes (spark.python.worker.reuse is on).
+_CLUSTER_DEFAULTS = {"spark.dynamicAllocation.enabled": "false", "spark.python.worker.reuse": "true",
+                     "spark.executor.resource.gpu.amount": "0", "spark.task.resource.gpu.amount": "0"}
+
+
+def check_cluster(settings: Mapping[str, str | None], cfg: Config, stage: str, gpu: bool) -> list[str]:
+    """Compare the running cluster's Spark settings (`settings`: key → value, None when unset)
+    with what the conf says the cluster is, before `stage` runs there. Raises ConfigError where
+    the stage cannot work (a barrier stage under dynamic allocation, GPU resource profiles on
+    executors without GPUs); returns warnings for the other differences."""
+    have = {key: str(settings.get(key) or default).lower() for key, default in _CLUSTER_DEFAULTS.items()}
+    executor_gpus = float(have["spark.executor.resource.gpu.amount"])
+    barrier = stage == "train-student" and not cfg.student.local_mode
+    if barrier and have["spark.dynamicAllocation.enabled"] == "true":
+        raise ConfigError(
+            "train-student with student.local_mode false runs TorchDistributor's barrier stage, which fails "
+            "with spark.dynamicAllocation.enabled=true: create the cluster with it false (conf key "
+            "'spark.dynamic_allocation': false documents that)")
+    profiled = {"caption": cfg.caption.task_gpus, "select": cfg.select.task_gpus}.get(stage, 0)
+    if profiled and not executor_gpus:
+        raise ConfigError(
+            f"conf key '{stage}.task_gpus' is {profiled}: a GPU resource profile, but this cluster's executors "
+            "have no GPUs (spark.executor.resource.gpu.amount unset): run the stage on the GPU cluster or set "
+            f"{stage}.task_gpus to 0")
+    if barrier and cfg.student.use_gpu and not executor_gpus:
+        raise ConfigError("conf key 'student.use_gpu' is true with student.local_mode false, but this cluster's "
+                          "executors have no GPUs (spark.executor.resource.gpu.amount unset)")
+    want = {"spark.python.worker.reuse": str(cfg.spark.python_worker_reuse).lower(),
+            "spark.dynamicAllocation.enabled": str(cfg.spark.dynamic_allocation).lower()}
+    if gpu:
+        want["spark.executor.resource.gpu.amount"] = str(cfg.spark.gpu.executor_gpus)
+        want["spark.task.resource.gpu.amount"] = str(cfg.spark.gpu.task_gpus)
+    return [f"{stage}: the cluster has {key}={have[key]}, the conf describes {value}"
+            for key, value in want.items() if not _same_setting(have[key], value)]
+
+
+def _same_setting(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a == b
+
+
+def cluster_settings(spark: SparkSession) -> dict[str, str | None]:
+    conf = spark.sparkContext.getConf()
+    return {key: conf.get(key) for key in _CLUSTER_DEFAULTS}
 
 
 def quote_name(dotted: str) -> str:

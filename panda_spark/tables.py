@@ -109,6 +109,15 @@ TABLES: dict[str, TableSpec] = {
             comment="Caption metrics (BLEU-4, METEOR, ROUGE-L, CIDEr) per caption source (evaluate)",
         ),
         TableSpec(
+            "stage_runs",
+            "run_id STRING NOT NULL, stage STRING NOT NULL, status STRING, rows_in BIGINT, rows_out BIGINT, "
+            "errored BIGINT, seconds DOUBLE, counts MAP<STRING, DOUBLE>, message STRING, started_at TIMESTAMP, "
+            "finished_at TIMESTAMP",
+            key=("run_id", "stage"),
+            comment="One row per stage of each pipeline run: rows in, out, errored, seconds, status (pipeline)",
+            audited=False,
+        ),
+        TableSpec(
             "errors",
             "stage STRING NOT NULL, key STRING NOT NULL, error_class STRING NOT NULL, message STRING, "
             "input_snapshot STRING, run_id STRING, time TIMESTAMP",
@@ -277,3 +286,14 @@ _NOT_COMPARED = {*AUDIT_COLUMNS, "time"}
 def _cols(alias: str, names: list[str]) -> str:
     prefix = f"{alias}." if alias else ""
     return ", ".join(f"{prefix}`{c}`" for c in names)
+
+
+# Rows loaded from published Panda-70M metadata (import-panda-csv) carry videos.extra['origin'] =
+# IMPORTED_ORIGIN: their path is a URL and their clips have no frames, so the stages that decode
+# videos or need frames leave them out instead of failing on them.
+IMPORTED_ORIGIN = "panda70m-csv"
+
+
+def is_imported(extra: str = "extra") -> Column:
+    """True for a `videos` row loaded by import-panda-csv (never NULL)."""
+    return F.coalesce(F.col(extra).getItem("origin") == F.lit(IMPORTED_ORIGIN), F.lit(False))

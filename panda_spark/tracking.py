@@ -38,6 +38,22 @@ def start_experiment(cfg: Config) -> str:
     return experiment_id
 
 
+PIPELINE_STAGE = "pipeline"
+
+
+def run_tags(run_id: str, stage: str, **extra: str) -> dict[str, str]:
+    """Tags of a stage's MLflow run: our run id and stage, and, when `panda-spark pipeline` has an
+    open run with this run id, that run as its parent (the MLflow UI nests the stage runs under it)."""
+    import mlflow
+
+    tags = {"panda.run_id": run_id, "panda.stage": stage, **extra}
+    parents = mlflow.search_runs(filter_string=f"tags.`panda.run_id` = '{run_id}' and tags.`panda.stage` = "
+                                               f"'{PIPELINE_STAGE}' and attributes.status = 'RUNNING'",
+                                 output_format="list", max_results=1)
+    if parents:
+        tags["mlflow.parentRunId"] = parents[0].info.run_id
+    return tags
+
 
 def log_registered_pyfunc(name: str, python_model, artifacts: dict[str, str], signature, example,
                           registered_model: str) -> str:

@@ -69,3 +69,24 @@ def test_every_job_is_a_cli_command_and_every_stage_has_a_job():
     assert all(command in commands for command in jobs.values())
     assert {name.replace("_", "-") for name in jobs} == set(jobs.values())  # file name = command name
     assert commands - set(jobs.values()) == {"demo"}
+    from panda_spark.pipeline import STAGES
+
+    assert set(STAGES) | {"pipeline", "sql"} == set(jobs.values())
+
+
+def test_sql_shell_runs_statements_until_exit_and_survives_a_bad_one(ingested_schema, spark):
+    from panda_spark.cli import sql_shell
+
+    statements = io.StringIO("SELECT count(*) AS n\nFROM cli_e2e.videos;\nSELECT no_such_column FROM cli_e2e.videos;\n"
+                             "SELECT video_id FROM cli_e2e.videos WHERE video_id LIKE '-%';\nexit\nSELECT 1;\n")
+    out = io.StringIO()
+    assert sql_shell(spark, statements, out, fmt="csv", prompt=False) == 1  # one statement failed
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["n", "3"] and lines[2].startswith("error: [UNRESOLVED_COLUMN")
+    assert lines[3:] == ["video_id", "-demo_dash"]  # nothing after exit ran
+
+
+def test_console_script_exits_with_the_commands_status(tmp_path):
+    done = subprocess.run([str(BIN / "panda-spark"), "pipeline", "--stages", "bogus"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown stage 'bogus'" in done.stderr

@@ -50,7 +50,7 @@ def test_relative_root_is_made_absolute_against_the_working_directory(tmp_path, 
     "override, message",
     [
         ("ingest.manifst=x.csv", "unknown conf key 'ingest.manifst' (known keys under 'ingest': batch_rows, manifest,"),
-        ("ingestion.manifest=x.csv", "unknown conf key 'ingestion' (known keys at the top level: caption, catalog, finetune, ingest,"),
+        ("ingestion.manifest=x.csv", "unknown conf key 'ingestion' (known keys at the top level: caption, catalog, export, finetune, ingest,"),
         ("ingest.batch_rows=abc", "conf key 'ingest.batch_rows': expected an integer, got 'abc'"),
         ("ingest.batch_rows=0", "conf key 'ingest.batch_rows': expected an integer ≥ 1, got 0"),
         ("ingest.batch_rows=2.5", "conf key 'ingest.batch_rows': expected an integer, got 2.5"),
@@ -129,10 +129,18 @@ def test_cli_rejects_bad_conf_before_spark_starts(tmp_path):
     assert not (tmp_path / ".panda").exists()  # no warehouse, no session: it stopped before Spark
 
 
-def test_cli_says_plainly_that_a_stage_is_not_built_yet(tmp_path):
-    done = _cli(tmp_path, "export", "--conf", str(REPO / "conf" / "local.yaml"))
+def test_cli_rejects_an_unknown_pipeline_stage_before_spark_starts(tmp_path):
+    done = _cli(tmp_path, "pipeline", "--stages", "ingest,captoin")
     assert done.returncode == 2
-    assert "panda-spark export: this stage is not built yet (it arrives with issue #7" in done.stderr
+    assert "configuration error: --stages: unknown stage 'captoin'; expected a comma-separated subset of ingest," \
+        in done.stderr
+    assert not (tmp_path / ".panda").exists()
+
+
+def test_run_id_must_be_safe_for_rows_tags_and_filters():
+    with pytest.raises(ConfigError, match="conf key 'run.id': expected letters, digits"):
+        load_config(None, ["run.id=x' or '1'='1"])
+    assert load_config(None, ["run.id=nightly-2026.11.26"]).run.id == "nightly-2026.11.26"
 
 
 def test_config_dataclass_defaults_are_the_embedded_default():

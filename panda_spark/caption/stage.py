@@ -26,7 +26,7 @@ from panda_spark.config import Config, TeacherSettings
 from panda_spark.errors import InputError
 from panda_spark.runs import StageReport, process_in_halves
 from panda_spark.spark import gpu_profile
-from panda_spark.tables import Lakehouse
+from panda_spark.tables import Lakehouse, is_imported
 
 log = logging.getLogger(__name__)
 STAGE = "caption"
@@ -80,7 +80,8 @@ def clip_rows(lake: Lakehouse) -> DataFrame:
     """Every clip with its stored frames and its video's subtitles, title and description."""
     frames = lake.frames_per_clip(role=None)
     videos = lake.read("videos").select("video_id", "subtitles", "title", "description")
-    return (lake.read("clips").select("clip_id", "video_id", "start_s", "end_s")
+    imported = lake.read("videos").filter(is_imported()).select("video_id")  # published captions, no frames
+    return (lake.read("clips").select("clip_id", "video_id", "start_s", "end_s").join(imported, "video_id", "left_anti")
             .join(videos, "video_id", "left").join(frames, "clip_id", "left").drop("video_id"))
 
 
@@ -104,7 +105,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
     selected = [_pin_registered(cfg, i, t) for i, t in enumerate(cfg.caption.teachers)
                 if teachers is None or t.name in teachers]
     clips = clip_rows(lake)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "64")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
+    totals = {"in": 0, "out": 0, "errored": 0}
     for teacher in selected:
         version = teacher_version(teacher)
         spark.sparkContext.setJobDescription(f"caption: teacher {teacher.name}")
@@ -126,8 +128,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
             F.to_json(F.struct("clip_id", "teacher", "teacher_version")).alias("input_snapshot"))
         errored = lake.record_errors(STAGE, errors).total
         lake.clear_errors(STAGE, ok.select(F.concat_ws("/", "clip_id", "teacher").alias("key")))
-        report.counts[f"{teacher.name}.captioned"] = merged.inserted + merged.updated
+        captioned = merged.inserted + merged.updated
+        report.counts[f"{teacher.name}.captioned"] = captioned
         report.counts[f"{teacher.name}.errored"] = errored
-        log.info("caption: teacher %s: %d captioned, %d errored", teacher.name, merged.inserted + merged.updated,
-                 errored)
-    return report.finish()
+        for key, n in (("in", results.count()), ("out", captioned), ("errored", errored)):
+            totals[key] += n
+        log.info("caption: teacher %s: %d captioned, %d errored", teacher.name, captioned, errored)
+    return report.finish(rows_in=totals["in"], rows_out=totals["out"], errored=totals["errored"])

@@ -1,18 +1,19 @@
-"""`make demo`: render a synthetic source set, ingest it (plus a few broken inputs), run every
-stage built so far on the embedded lakehouse (ingest, split, caption, select, labels, selector
-fine-tuning, student training, evaluation), then print table counts and sample rows."""
+"""`make demo`: render a synthetic source set (plus a few broken inputs), run `panda-spark pipeline`
+on it in the embedded lakehouse (ingest, split, caption, select, student training, evaluation,
+views, export), then a labelling round (labels, selector fine-tuning), and print what the tables
+hold."""
 from __future__ import annotations
 
 import csv
 import sys
 from pathlib import Path
 
-from panda_spark.cli import write_rows
 from panda_spark.config import Config
 from panda_spark.demo import bad_inputs
 from panda_spark.demo.synthetic import render_demo_sources, write_manifest
 from panda_spark.runs import new_run_id
 from panda_spark.tables import Lakehouse, qualified_name
+from panda_spark.tabular import write_rows
 
 
 def build_demo_manifest(out_dir: Path) -> Path:
@@ -48,29 +49,23 @@ def write_demo_labels(lake: Lakehouse, path: Path, teacher: str = "qwen2-vl-tiny
 
 
 def run_demo(cfg: Config) -> int:
-    from panda_spark.caption import stage as caption
-    from panda_spark.ingest import stage as ingest
-    from panda_spark.select import finetune_stage, stage as select
+    """The whole pipeline on the synthetic set, then a round of human labels and selector
+    fine-tuning (a second, short pipeline run), then what the tables hold."""
+    from panda_spark.pipeline import run_pipeline
     from panda_spark.spark import get_spark
-    from panda_spark.split import stage as split
-    from panda_spark.student import evaluate_stage, stage as student
 
     manifest = build_demo_manifest(cfg.root / "demo")
     print(f"demo sources and manifest: {manifest}")
     spark = get_spark(cfg)
-    run_id = new_run_id(cfg)
-    print(ingest.run(spark, cfg, run_id, manifest=str(manifest)).summary())
-    print(split.run(spark, cfg, run_id).summary())
-    print(caption.run(spark, cfg, run_id).summary())
-    print(select.run(spark, cfg, run_id).summary())
-    lake = Lakehouse(spark, cfg, run_id)
+    report = run_pipeline(spark, cfg, new_run_id(cfg), manifest=str(manifest))
+    print(report.summary())
+    lake = Lakehouse(spark, cfg, report.run_id)
     labels = write_demo_labels(lake, cfg.root / "demo" / "selection_labels.csv")
-    print(select.load_labels(spark, cfg, run_id, labels=str(labels)).summary())
-    print(finetune_stage.run(spark, cfg, run_id).summary())
-    print(student.run(spark, cfg, run_id).summary())
-    print(evaluate_stage.run(spark, cfg, run_id, source="student", reference="heldout").summary())
+    relabel = run_pipeline(spark, cfg, new_run_id(cfg), ["load-selection-labels", "finetune-retrieval"],
+                           labels=str(labels))
+    print(relabel.summary())
     print_summary(lake)
-    return 0
+    return 0 if report.ok and relabel.ok else 1
 
 
 def print_summary(lake: Lakehouse) -> None:
@@ -109,6 +104,7 @@ def print_summary(lake: Lakehouse) -> None:
     evaluations = lake.read("evaluations").selectExpr("source", "reference", "metric", "round(value, 4) AS value",
                                                       "n_clips").orderBy("source", "metric")
     write_rows(evaluations.columns, [r.asDict() for r in evaluations.collect()], "table", out)
+    print_export(lake.cfg, out)
     print("\n== errors ==", file=out)
     errors = lake.read("errors").select("stage", "key", "error_class", "message").orderBy("stage", "key")
     write_rows(errors.columns, [r.asDict() for r in errors.collect()], "table", out)
@@ -128,3 +124,18 @@ def print_selector_runs(cfg: Config, out) -> None:
              "r1_after": round(r.data.metrics.get("r1_after", float("nan")), 3), "epochs": r.data.params.get("epochs"),
              "train_clips": r.data.params.get("train_clips"), "val_clips": r.data.params.get("val_clips")} for r in runs]
     write_rows(["run_id", "r1_before", "r1_after", "epochs", "train_clips", "val_clips"], rows, "table", out)
+
+
+def print_export(cfg: Config, out) -> None:
+    """Where `export` wrote the Panda-70M CSVs and the webdataset shards, and one CSV row."""
+    from panda_spark.dataset.export_stage import export_root
+
+    root = Path(export_root(cfg))
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    print(f"\n== export ({root}) ==", file=out)
+    for path in files:
+        print(f"{path.relative_to(root)}  {path.stat().st_size} bytes", file=out)
+    csvs = [p for p in files if p.suffix == ".csv"]
+    if csvs:
+        header, first = csvs[0].read_text(encoding="utf-8").splitlines()[:2]
+        print(f"{header}\n{first[:160]}...", file=out)

@@ -59,7 +59,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str, manifest: str | None = No
         "unchanged": merged.unchanged + by_status.get("unchanged", 0),
         "errored": errored.total,
     }
-    return report.finish()
+    return report.finish(rows_in=results.count() + duplicates.count(), rows_out=merged.inserted + merged.updated,
+                         errored=errored.total)
 
 
 def read_manifest(spark: SparkSession, manifest: str, fmt: str = "auto") -> DataFrame:

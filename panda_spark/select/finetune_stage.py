@@ -33,7 +33,7 @@ from panda_spark.select.registry import ARTIFACT, SelectorModel, scorer_spec, si
 from panda_spark.select.scorers import DualEncoder
 from panda_spark.select.stage import candidate_sets
 from panda_spark.tables import Lakehouse
-from panda_spark.tracking import finished_run_with, log_registered_pyfunc, start_experiment
+from panda_spark.tracking import finished_run_with, log_registered_pyfunc, run_tags, start_experiment
 from panda_spark.video.frames import encode_jpeg
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     if done:  # same labels, candidates, base model and settings
         log.info("finetune-retrieval: MLflow run %s already trained on these labels; nothing to do", done)
         report.counts.update(trained=0)
-        return report.finish()
+        return report.finish(rows_in=report.counts["labels"], rows_out=0)
 
     snapshot = f"{(settings.snapshot_dir or cfg.paths.root.rstrip('/') + '/selector').rstrip('/')}/{run_id}"
     spark.sparkContext.setJobDescription("finetune-retrieval: labelled examples snapshot")
     examples.filter(usable_rows).repartition(max(1, (train_n + val_n) // 512)).write.mode("overwrite").parquet(snapshot)
     encoder = DualEncoder(spec.location, cache_dir=cfg.model_cache_dir, revision=spec.revision,
                           trust_remote_code=cfg.models.trust_remote_code, device=settings.device, dtype="float32")
-    tags = {"panda.run_id": run_id, "panda.stage": STAGE, "panda.training_fingerprint": fingerprint}
+    tags = run_tags(run_id, STAGE, **{"panda.training_fingerprint": fingerprint})
     with mlflow.start_run(run_name=f"{STAGE} {run_id[:8]}", tags=tags):
         mlflow.log_params({**dataclasses.asdict(params), "base_model": spec.name, "device": encoder.device,
                            "val_fraction": settings.val_fraction, "train_clips": train_n, "val_clips": val_n,
@@ -103,7 +103,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     log.info("finetune-retrieval: held-out R@1 %.3f → %.3f; registered %s version %s as @%s", result.r1_before,
              result.r1_after, settings.registered_model, version, settings.alias)
     report.counts.update(trained=1, model_version=int(version))
-    return report.finish()
+    return report.finish(rows_in=report.counts["labels"], rows_out=train_n + val_n)
 
 
 def _base_selector(cfg: Config):

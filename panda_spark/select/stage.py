@@ -27,7 +27,6 @@ from panda_spark.select.labels import parse_labels
 from panda_spark.select.registry import scorer_spec
 from panda_spark.spark import gpu_profile
 from panda_spark.tables import Lakehouse
-from panda_spark.views import create_views
 
 log = logging.getLogger(__name__)
 STAGE = "select"
@@ -56,7 +55,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     todo = candidate_sets(lake).join(done, ["clip_id", "candidates_hash"], "left_anti")
     if spec.needs_frames:
         todo = todo.join(lake.frames_per_clip(), "clip_id", "left")
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(spec.batch_size, 16)))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
     partitions = cfg.select.partitions or spark.sparkContext.defaultParallelism
     spark.sparkContext.setJobDescription(f"select: scoring with {spec.version}")
     results = todo.repartition(partitions).mapInPandas(
@@ -76,8 +75,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     regraded = regrade(lake, cfg.select.good_match_threshold)
     report.counts.update(selected=merged.inserted + merged.updated, unchanged=merged.unchanged, errored=errored,
                          regraded=regraded, good_match=lake.read("captions").filter("good_match").count())
-    create_views(spark, cfg)
-    return report.finish()
+    return report.finish(rows_in=results.count(), rows_out=merged.inserted + merged.updated, errored=errored)
 
 
 def regrade(lake: Lakehouse, threshold: float) -> int:
@@ -125,4 +123,4 @@ def load_labels(spark: SparkSession, cfg: Config, run_id: str, labels: str | Non
     errored = lake.record_errors(LABELS_STAGE, unresolved.unionByName(malformed)).total
     lake.clear_errors(LABELS_STAGE, good.select(F.concat_ws("/", "clip_id", "annotator").alias("key")))
     report.counts.update(loaded=merged.inserted + merged.updated, unchanged=merged.unchanged, errored=errored)
-    return report.finish()
+    return report.finish(rows_in=len(rows) + len(bad), rows_out=merged.inserted + merged.updated, errored=errored)

@@ -27,7 +27,7 @@ from panda_spark.split.embedders import ColorLayoutEmbedder, ImageEmbedder
 from panda_spark.split.hf_embedder import hf_embedder_name
 from panda_spark.split.scan import ScanParams
 from panda_spark.split.stitching import StitchParams, stitch_params
-from panda_spark.tables import TABLES, Lakehouse
+from panda_spark.tables import TABLES, Lakehouse, is_imported
 from panda_spark.video.clip_writer import write_clips
 
 STAGE = "split"
@@ -154,7 +154,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
 
     done = (lake.read("shots").filter(F.col("params_hash") == params_hash)
             .select("video_id", F.col("source_hash").alias("content_hash")).distinct())
-    videos = lake.read("videos").select("video_id", "content_hash", "path")
+    # imported videos (import-panda-csv) have a URL, no file to decode
+    videos = lake.read("videos").filter(~is_imported()).select("video_id", "content_hash", "path")
     todo = videos.join(done, ["video_id", "content_hash"], "left_anti")
     skipped = videos.join(done, ["video_id", "content_hash"], "left_semi").count()
     partitions = cfg.split.partitions or spark.sparkContext.defaultParallelism
@@ -179,5 +180,5 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     errored = lake.record_errors(STAGE, errors).total
     lake.clear_errors(STAGE, ok.select(F.col("video_id").alias("key")))
     report.counts = {"videos": ok.count(), "skipped": skipped, **counts, "errored": errored}
-    return report.finish()
+    return report.finish(rows_in=results.count(), rows_out=counts["clips"], errored=errored)
 

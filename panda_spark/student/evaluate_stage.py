@@ -109,7 +109,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
     import mlflow
 
     from panda_spark.student.metrics import caption_metrics
-    from panda_spark.tracking import start_experiment
+    from panda_spark.tracking import run_tags, start_experiment
 
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
@@ -121,11 +121,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
     scores = caption_metrics({r.clip_id: list(r.refs) for r in pairs}, {r.clip_id: r.caption or "" for r in pairs})
     start_experiment(cfg)
     with mlflow.start_run(run_name=f"{STAGE} {source} vs {reference}",
-                          tags={"panda.run_id": run_id, "panda.stage": STAGE}) as active:
+                          tags=run_tags(run_id, STAGE)) as active:
         mlflow.log_params({"source": source, "reference": reference, "clips": len(pairs)})
         mlflow.log_metrics({k.replace("-", ""): v for k, v in scores.items()})
     rows = [(source, reference, metric, value, len(pairs), active.info.run_id) for metric, value in scores.items()]
     lake.merge("evaluations", spark.createDataFrame(
         rows, "source STRING, reference STRING, metric STRING, value DOUBLE, n_clips BIGINT, mlflow_run_id STRING"))
     report.counts.update(clips=len(pairs), **{k: round(v, 4) for k, v in scores.items()})
-    return report.finish()
+    return report.finish(rows_in=len(pairs), rows_out=len(rows))

@@ -30,7 +30,7 @@ from panda_spark.runs import StageReport
 from panda_spark.splits import held_out_column
 from panda_spark.student.data import NUMERIC_COLUMNS, PetastormLoader, row_schema, student_rows
 from panda_spark.student.model import StudentConfig
-from panda_spark.tables import Lakehouse
+from panda_spark.tables import Lakehouse, is_imported
 from panda_spark.tiny_models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,9 @@ def clip_inputs(lake: Lakehouse, clips: DataFrame) -> DataFrame:
     """`clips` (clip_id, ...) with what the student reads: start_s, end_s, the video's subtitle cues,
     title and description, and the clip's uniform frames (NULL when it has none)."""
     videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
+    imported = lake.read("videos").filter(is_imported()).select("video_id")  # no frames: not a training clip
     return (clips.join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
+            .join(imported, "video_id", "left_anti")
             .join(videos, "video_id", "left").join(lake.frames_per_clip(), "clip_id", "left").drop("video_id"))
 
 
@@ -73,7 +75,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
 
     from panda_spark.student.model import feature_dim
     from panda_spark.student.train import TrainJob, train_fn
-    from panda_spark.tracking import finished_run_with, log_registered_pyfunc, start_experiment
+    from panda_spark.tracking import finished_run_with, log_registered_pyfunc, run_tags, start_experiment
 
     report = StageReport(STAGE, run_id)
     s = cfg.student
@@ -104,7 +106,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     if done:
         log.info("train-student: MLflow run %s already trained on these rows and settings; nothing to do", done)
         report.counts.update(trained=0)
-        return report.finish()
+        return report.finish(rows_in=train_n + val_n + errored, rows_out=0, errored=errored)
 
     cache = s.cache_url or (cfg.root / "petastorm").resolve().as_uri()
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache)
@@ -117,7 +119,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     checkpoints = f"{(s.checkpoint_dir or cfg.paths.root.rstrip('/') + '/student/checkpoints').rstrip('/')}/{fingerprint}"
     client = mlflow.MlflowClient()
     run = client.create_run(experiment_id, run_name=f"{STAGE} {run_id[:8]}",
-                            tags={"panda.run_id": run_id, "panda.stage": STAGE, "panda.training_fingerprint": fingerprint})
+                            tags=run_tags(run_id, STAGE, **{"panda.training_fingerprint": fingerprint}))
     for key, value in _flatten(dataclasses.asdict(cfg)).items():
         client.log_param(run.info.run_id, key, str(value)[:6000])
     job = TrainJob(config=config, train=PetastormLoader(train_converter, s.seed),
@@ -139,7 +141,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     storage.remove_tree(checkpoints)
     log.info("train-student: %s; registered %s version %s as @%s", result, s.registered_model, version, s.alias)
     report.counts.update(trained=1, model_version=int(version))
-    return report.finish()
+    return report.finish(rows_in=train_n + val_n + errored, rows_out=train_n + val_n, errored=errored)
 
 
 def _example(lake: Lakehouse, clip_id: str, num_frames: int):

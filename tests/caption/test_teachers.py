@@ -57,4 +57,8 @@ def test_gpu_resource_profiles_are_requested_on_clusters_only():
     assert gpu_profile(local, local.caption.task_gpus, local.caption.executor_gpus) == {}
     cluster = load_config(REPO / "conf" / "databricks.yaml")
     profile = gpu_profile(cluster, cluster.caption.task_gpus, cluster.caption.executor_gpus)["profile"]
+    # dynamic allocation off (TorchDistributor): a task-only profile on the executors there are
+    assert profile.taskResources["gpu"].amount == 1.0 and profile.executorResources == {}
+    cluster.spark.dynamic_allocation = True
+    profile = gpu_profile(cluster, cluster.caption.task_gpus, cluster.caption.executor_gpus)["profile"]
     assert profile.taskResources["gpu"].amount == 1.0 and profile.executorResources["gpu"].amount == 1

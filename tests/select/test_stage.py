@@ -146,8 +146,12 @@ def test_a_new_threshold_regrades_without_rescoring(selected):
 
 
 def test_views_summarise_the_selection(selected):
+    from panda_spark import views
+
     cfg, lake, _, _, _, _ = selected
     spark = lake.spark
+    report = views.run(spark, cfg, "views")  # the create-views stage
+    assert report.rows_out == len(views.VIEWS) == 8
     wins = spark.sql("SELECT teacher, wins, clips, win_rate FROM select_e2e.teacher_win_rates WHERE scope = 'all'").collect()
     assert sum(r.wins for r in wins) == N_CLIPS and all(r.clips == N_CLIPS for r in wins)
     assert sum(r.win_rate for r in wins) == pytest.approx(1.0, abs=1e-3)
@@ -173,6 +177,42 @@ def test_views_summarise_the_selection(selected):
                                                          ("clip-no-frames", "not selected")}
     below = {c for c, r in _captions(lake).items() if not r.good_match}
     assert {r.clip_id for r in missing if r.reason == "below threshold"} == below
+    # every seeded clip lasts 1 s; clips alternate between the two videos
+    lengths = spark.sql("SELECT length_s, clips, fraction FROM select_e2e.clip_length_distribution").collect()
+    assert [(r.length_s, r.clips, r.fraction) for r in lengths] == [(1, N_CLIPS + 2, 1.0)]
+    per_video = {r.video_id: r for r in spark.sql("SELECT * FROM select_e2e.clips_per_video").collect()}
+    assert {v: (r.clips, r.captioned_clips, r.category) for v, r in per_video.items()} == {
+        "video-0": (25, sum(int(c.split("-")[1]) % 2 == 0 for c in rows), "Cooking"),
+        "video-1": (25, sum(int(c.split("-")[1]) % 2 == 1 for c in rows), "Travel")}
+    joined = {r.clip_id: r for r in spark.sql("SELECT * FROM select_e2e.clip_captions").collect()}
+    assert len(joined) == N_CLIPS + 2 and joined["clip-no-frames"].caption is None
+    assert all(joined[c].caption == r.caption and joined[c].category in ("Cooking", "Travel") for c, r in rows.items())
+    errors = {(r.stage, r.error_class): r.errors for r in spark.sql("SELECT * FROM select_e2e.errors_by_stage").collect()}
+    expected_errors = {(r.stage, r.error_class): r["count"] for r in
+                       lake.read("errors").groupBy("stage", "error_class").count().collect()}
+    assert errors == expected_errors and ("select", "NoCandidates") in errors
+
+
+def test_notebooks_run_locally_and_plot_the_views(selected):
+    import runpy
+
+    from tests.conftest import REPO
+
+    cfg, lake, _, _, _, _ = selected
+    spark = lake.spark
+    nb = runpy.run_path(str(REPO / "notebooks" / "03_dataset_overview.py"), init_globals={"panda_conf": cfg})["nb"]
+    assert set(nb.figures) == {"clip_length_histogram", "teacher_win_rates", "matching_score_distribution"}
+    heights = lambda name: [p.get_height() for p in nb.figures[name].axes[0].patches]  # noqa: E731
+    assert heights("clip_length_histogram") == [N_CLIPS + 2]
+    buckets = spark.sql("SELECT clips FROM select_e2e.matching_score_distribution ORDER BY bucket_start").collect()
+    assert heights("matching_score_distribution") == [r.clips for r in buckets]
+    wins = spark.sql("SELECT teacher, win_rate FROM select_e2e.teacher_win_rates WHERE scope = 'all' "
+                     "ORDER BY win_rate DESC, teacher").collect()
+    bars = nb.figures["teacher_win_rates"].axes[0].patches
+    assert [p.get_width() for p in bars] == pytest.approx([r.win_rate for r in wins])
+    assert (cfg.root / "notebooks" / "teacher_win_rates.png").stat().st_size > 1000
+    for other in ("01_videos_and_errors.py", "02_caption_selection.py"):
+        assert runpy.run_path(str(REPO / "notebooks" / other), init_globals={"panda_conf": cfg})["nb"].schema == "select_e2e"
 
 
 def test_labels_load_with_bad_rows_in_errors(selected, tmp_path):

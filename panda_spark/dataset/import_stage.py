@@ -1,0 +1,173 @@
+"""import-panda-csv (Spark wrapper): published Panda-70M CSVs → `videos`, `clips`, `shots`, `captions`.
+
+Input: `--csv PATH`, one CSV or a directory of `*.csv` (the release's files, or `export`'s). Spark
+reads each file (multiLine-safe, all cells as strings) and the records are parsed and validated
+in a `mapInPandas` task (:mod:`panda_spark.dataset.importer`; list cells are never evaluated).
+Output, MERGEd by key (a reimport adds and changes nothing):
+
+- `videos`: path = url, `extra['origin'] = 'panda70m-csv'` (:func:`panda_spark.tables.is_imported`:
+  split, caption and the student skip these videos), `extra['desirable_filtering']` = a JSON
+  object clip_id → label, `probe_version` NULL;
+- `clips`: clip_id = uuid5(video, start, end, IMPORT_VERSION), preset `panda70m-csv`,
+  splitter_version IMPORT_VERSION, no frames and no file; `shots` from shot_boundary_detection
+  (absolute times); clip_idx / shot_idx number all of a video's imported clips / shots in time
+  order, so a video found in several files (the 2M subset and the full set) gets their union;
+- `captions`: teacher `panda70m`, the published matching_score, good_match from
+  `select.good_match_threshold`.
+
+A malformed record goes to `errors` (stage `import-panda-csv`, key videoID, or `<file>:row<N>`
+when it has none) with its class (MissingField, MalformedList, MalformedTimestamp, ...); a videoID
+that names an ingested (probed) video is `AlreadyIngested` and leaves that video alone. Errors of
+records that now load are cleared. Resources: light; one task per file reads it, parsing is spread.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from panda_spark import storage
+from panda_spark.config import Config
+from panda_spark.dataset.importer import IMPORT_VERSION, RESULT_SCHEMA, SCORER, TEACHER, import_batch
+from panda_spark.dataset.panda70m import COLUMNS, REQUIRED_COLUMNS
+from panda_spark.errors import ConfigError
+from panda_spark.runs import StageReport
+from panda_spark.tables import AUDIT_COLUMNS, IMPORTED_ORIGIN, TABLES, Lakehouse
+
+STAGE = "import-panda-csv"
+_FIRST = ["source_file", "source_row"]  # of several records of one video or clip, the first wins
+
+
+def csv_files(path: str) -> list[str]:
+    """The CSV file `path`, or the `*.csv` files of the directory `path`, sorted."""
+    location = storage.resolve_path(path, "")
+    if storage.is_uri(location):
+        import fsspec
+
+        fs, fs_path = fsspec.core.url_to_fs(location)
+        found = ([fs.unstrip_protocol(p) for p in sorted(fs.glob(f"{fs_path.rstrip('/')}/*.csv"))]
+                 if fs.isdir(fs_path) else [location] if fs.isfile(fs_path) else [])
+    elif os.path.isdir(location):
+        found = [os.path.join(location, n) for n in sorted(os.listdir(location)) if n.endswith(".csv")]
+    else:
+        found = [location] if os.path.isfile(location) else []
+    if not found:
+        raise ConfigError(f"--csv {path}: no such CSV file, or a directory without *.csv files")
+    return found
+
+
+def read_records(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The CSV columns as strings (absent optional columns NULL), source_file and source_row (the
+    1-based record number in its file; records may span lines)."""
+    frames = []
+    for path in files:
+        df = spark.read.csv(path, header=True, multiLine=True, escape='"', inferSchema=False, mode="PERMISSIVE")
+        df = df.toDF(*[c.lstrip("\ufeff").strip() for c in df.columns])
+        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+        if missing:
+            raise ConfigError(f"--csv {path}: not a Panda-70M CSV, missing column(s) {', '.join(missing)} "
+                              f"(expected the header {','.join(COLUMNS)})")
+        # A multiLine CSV is never split, so the file is one partition and the id counts its records.
+        frames.append(df.select(
+            *[(F.col(c) if c in df.columns else F.lit(None)).cast("string").alias(c) for c in COLUMNS],
+            F.lit(posixpath.basename(path)).alias("source_file"),
+            (F.monotonically_increasing_id() + 1).alias("source_row")))
+    records = frames[0]
+    for frame in frames[1:]:
+        records = records.unionByName(frame)
+    return records
+
+
+def _complete(table: str, df: DataFrame) -> DataFrame:
+    """`df` with the table's other domain columns as typed NULLs."""
+    return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in TABLES[table].schema
+                            if f.name not in df.columns and f.name not in AUDIT_COLUMNS])
+
+
+def _first_per(df: DataFrame, *key: str) -> DataFrame:
+    first = Window.partitionBy(*key).orderBy(*_FIRST)
+    return df.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n")
+
+
+def _renumbered(lake: Lakehouse, table: str, new: DataFrame, key: str, index: str) -> DataFrame:
+    """`new` rows plus the table's other rows of the same videos, `index` renumbered over each
+    video in time order (the stored rows change only where their number moved)."""
+    domain = [f.name for f in TABLES[table].schema if f.name not in AUDIT_COLUMNS]
+    stored = (lake.read(table).join(new.select("video_id").distinct(), "video_id", "left_semi")
+              .join(new.select(key), key, "left_anti").select(*domain))
+    order = Window.partitionBy("video_id").orderBy("start_s", "end_s", key)
+    return (new.select(*domain).unionByName(stored)
+            .withColumn(index, (F.row_number().over(order) - 1).cast("int")))
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -> StageReport:
+    if not csv:
+        raise ConfigError("import-panda-csv needs --csv PATH (a Panda-70M CSV or a directory of them)")
+    report = StageReport(STAGE, run_id)
+    lake = Lakehouse(spark, cfg, run_id)
+    files = csv_files(csv)
+    spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"import {csv}")
+    spark.sparkContext.setJobDescription("import-panda-csv: read and parse records")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "512")
+    records = read_records(spark, files)
+    partitions = spark.sparkContext.defaultParallelism
+    results = records.repartition(partitions).mapInPandas(import_batch, RESULT_SCHEMA).localCheckpoint(eager=True)
+    rows_in = results.count()
+
+    probed = lake.read("videos").filter(F.col("probe_version").isNotNull()).select("video_id")
+    parsed = results.filter("status = 'ok'")
+    ingested = parsed.join(probed, "video_id", "left_semi").select(
+        "key", "source_file", "source_row", F.lit("AlreadyIngested").alias("error_class"),
+        F.concat(F.lit("video "), F.col("video_id"), F.lit(" was ingested from a file; "
+                                                           "the CSV row would overwrite it")).alias("message"),
+        F.to_json(F.struct("source_file", "source_row", "video_id", "url")).alias("input_snapshot"))
+    failed = _first_per(results.filter("status = 'error'").select(
+        "key", "source_file", "source_row", "error_class", "message", "input_snapshot").unionByName(ingested), "key")
+    loaded = parsed.join(probed, "video_id", "left_anti").localCheckpoint(eager=True)
+
+    spark.sparkContext.setJobDescription("import-panda-csv: merge")
+    clips = _first_per(loaded.select("video_id", *_FIRST, F.explode("clips").alias("c")).select(
+        "video_id", *_FIRST, "c.*"), "clip_id").localCheckpoint(eager=True)
+    shots = _first_per(loaded.select("video_id", *_FIRST, F.explode("shots").alias("s")).select(
+        "video_id", *_FIRST, "s.*"), "shot_id")
+    merged = {
+        "videos": lake.merge("videos", _complete("videos", _video_rows(lake, loaded, clips))),
+        "clips": lake.merge("clips", _renumbered(lake, "clips", _complete("clips", clips.select(
+            "clip_id", "video_id", "start_s", "end_s", "start_timecode", "end_timecode", "shot_ids",
+            F.lit(IMPORTED_ORIGIN).alias("preset"), F.lit(IMPORT_VERSION).alias("splitter_version"))),
+            "clip_id", "clip_idx")),
+        "shots": lake.merge("shots", _renumbered(lake, "shots", _complete("shots", shots.select(
+            "shot_id", "video_id", "start_s", "end_s", F.lit(IMPORT_VERSION).alias("splitter_version"))),
+            "shot_id", "shot_idx")),
+        "captions": lake.merge("captions", _complete("captions", clips.select(
+            "clip_id", "caption", F.lit(TEACHER).alias("teacher"), F.lit(IMPORT_VERSION).alias("teacher_version"),
+            "matching_score", F.lit(SCORER).alias("scorer_version"),
+            (F.col("matching_score") > F.lit(float(cfg.select.good_match_threshold))).alias("good_match")))),
+    }
+    errored = lake.record_errors(STAGE, failed).total
+    lake.clear_errors(STAGE, loaded.select("key").join(failed.select("key"), "key", "left_anti"))
+    report.counts = {"records": rows_in, "videos": loaded.select("video_id").distinct().count(),
+                     **{f"{t}.changed": m.inserted + m.updated for t, m in merged.items()}, "errored": errored}
+    changed = sum(m.inserted + m.updated for m in merged.values())
+    return report.finish(rows_in=rows_in, rows_out=changed, errored=errored)
+
+
+def _video_rows(lake: Lakehouse, loaded: DataFrame, clips: DataFrame) -> DataFrame:
+    """One `videos` row per loaded video: the first record's url; extra holds the origin and the
+    desirable_filtering labels of its clips, this import's over those a previous one stored."""
+    first = _first_per(loaded, "video_id").select("video_id", "url")
+    stored = (lake.read("videos").join(first, "video_id", "left_semi").select("video_id", F.explode(
+        F.from_json(F.col("extra").getItem("desirable_filtering"), "MAP<STRING, STRING>")).alias("clip_id", "label"))
+        .withColumn("_rank", F.lit(1)))
+    labels = clips.filter(F.col("desirable_filtering").isNotNull()).select(
+        "video_id", "clip_id", F.col("desirable_filtering").alias("label"), F.lit(0).alias("_rank"))
+    newest = Window.partitionBy("video_id", "clip_id").orderBy("_rank")
+    label_json = (labels.unionByName(stored).withColumn("_n", F.row_number().over(newest)).filter("_n = 1")
+                  .groupBy("video_id").agg(F.to_json(F.map_from_entries(F.array_sort(
+                      F.collect_list(F.struct("clip_id", "label"))))).alias("labels")))
+    extra = F.map_filter(F.create_map(F.lit("origin"), F.lit(IMPORTED_ORIGIN),
+                                      F.lit("desirable_filtering"), F.col("labels")), lambda k, v: v.isNotNull())
+    return first.join(label_json, "video_id", "left").select(
+        "video_id", F.col("url").alias("path"), "url", extra.alias("extra"))

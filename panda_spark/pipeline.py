@@ -1,0 +1,171 @@
+"""The stages, in pipeline order, and `panda-spark pipeline`: run them one after another.
+
+`STAGES` is the one list of stage commands: the CLI, `jobs/`, the Databricks bundle and the EMR
+steps are all checked against it. `gpu` says which cluster a stage belongs on (the GPU job cluster
+or instance group); locally every stage runs in the one embedded session.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Sequence
+
+from pyspark.sql import SparkSession
+
+from panda_spark.config import Config
+from panda_spark.errors import ConfigError
+from panda_spark.runs import StageReport
+from panda_spark.spark import check_cluster, cluster_settings
+from panda_spark.tables import TABLES, Lakehouse
+from panda_spark.tabular import write_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str  # the command: panda-spark <name>, jobs/<name with _>.py
+    module: str
+    function: str  # run(spark, cfg, run_id, **options) -> StageReport
+    gpu: bool  # models on GPUs at scale: the GPU cluster
+    in_pipeline: bool = True  # part of `panda-spark pipeline` (and the bundle's job)
+
+
+STAGES: dict[str, StageDef] = {s.name: s for s in [
+    StageDef("ingest", "panda_spark.ingest.stage", "run", gpu=False),
+    StageDef("split", "panda_spark.split.stage", "run", gpu=False),
+    StageDef("caption", "panda_spark.caption.stage", "run", gpu=True),
+    StageDef("select", "panda_spark.select.stage", "run", gpu=True),
+    StageDef("load-selection-labels", "panda_spark.select.stage", "load_labels", gpu=False),
+    StageDef("finetune-retrieval", "panda_spark.select.finetune_stage", "run", gpu=True),
+    StageDef("train-student", "panda_spark.student.stage", "run", gpu=True),
+    StageDef("evaluate", "panda_spark.student.evaluate_stage", "run", gpu=True),
+    StageDef("create-views", "panda_spark.views", "run", gpu=False),
+    StageDef("export", "panda_spark.dataset.export_stage", "run", gpu=False),
+    StageDef("import-panda-csv", "panda_spark.dataset.import_stage", "run", gpu=False, in_pipeline=False),
+]}
+
+PIPELINE_STAGES: tuple[str, ...] = tuple(name for name, s in STAGES.items() if s.in_pipeline)
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # ok | skipped | failed | not run
+    rows_in: int = 0
+    rows_out: int = 0
+    errored: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineReport:
+    run_id: str
+    outcomes: list[StageOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status in ("ok", "skipped") for o in self.outcomes)
+
+    def summary(self) -> str:
+        out = io.StringIO()
+        out.write(f"pipeline run {self.run_id}: {'ok' if self.ok else 'FAILED'}\n")
+        columns = ["stage", "status", "rows_in", "rows_out", "errored", "seconds", "message"]
+        write_rows(columns, [{c: getattr(o, c) for c in columns} for o in self.outcomes], "table", out)
+        return out.getvalue().rstrip("\n")
+
+
+def check_stages(stages: Sequence[str]) -> None:
+    unknown = [s for s in stages if s not in PIPELINE_STAGES]
+    if unknown or not stages:
+        raise ConfigError(f"--stages: {'unknown stage ' + repr(unknown[0]) if unknown else 'no stage named'}; "
+                          f"expected a comma-separated subset of {','.join(PIPELINE_STAGES)}")
+
+
+def run_stage(spark: SparkSession, cfg: Config, run_id: str, name: str, **options) -> StageReport:
+    """One stage, after checking (in cluster mode) that the cluster can run it."""
+    stage = STAGES[name]
+    if cfg.spark.mode == "cluster":
+        for warning in check_cluster(cluster_settings(spark), cfg, name, stage.gpu):
+            log.warning("%s", warning)
+    spark.sparkContext.setJobGroup(f"panda-{name}", f"panda-spark {name} (run {run_id})")
+    return getattr(importlib.import_module(stage.module), stage.function)(spark, cfg, run_id, **options)
+
+
+def run_pipeline(spark: SparkSession, cfg: Config, run_id: str, stages: Sequence[str] = PIPELINE_STAGES,
+                 manifest: str | None = None, labels: str | None = None) -> PipelineReport:
+    """`panda-spark pipeline`: `stages` in pipeline order, each incremental, all under `run_id`.
+
+    A stage without input is skipped (ingest without a manifest, load-selection-labels without a
+    labels file, finetune-retrieval without labels); the first stage that fails stops the run.
+    Each outcome is MERGEd into `stage_runs` as it ends, and logged to one MLflow run (tag
+    `panda.stage = pipeline`) under which the stages' own MLflow runs nest."""
+    import mlflow
+
+    from panda_spark.tracking import PIPELINE_STAGE, start_experiment
+
+    check_stages(stages)
+    ordered = [s for s in PIPELINE_STAGES if s in stages]
+    options = {"ingest": {"manifest": manifest or cfg.ingest.manifest},
+               "load-selection-labels": {"labels": labels or cfg.select.labels}}
+    lake = Lakehouse(spark, cfg, run_id)
+    experiment_id = start_experiment(cfg)
+    client = mlflow.MlflowClient()  # after start_experiment: a client binds the tracking URI it is made under
+    parent = client.create_run(experiment_id, run_name=f"pipeline {run_id[:8]}",
+                               tags={"panda.run_id": run_id, "panda.stage": PIPELINE_STAGE})
+    client.log_param(parent.info.run_id, "stages", ",".join(ordered))
+    outcomes: list[StageOutcome] = []
+    failed = None
+    for step, name in enumerate(ordered):
+        if failed:
+            outcomes.append(StageOutcome(name, "not run", message=f"{failed} failed"))
+            continue
+        started = time.time()
+        reason = _skip_reason(lake, name, options.get(name, {}))
+        if reason:
+            outcome = StageOutcome(name, "skipped", message=reason)
+        else:
+            log.info("pipeline %s: stage %d/%d %s", run_id, step + 1, len(ordered), name)
+            try:
+                report = run_stage(spark, cfg, run_id, name, **options.get(name, {}))
+                outcome = StageOutcome(name, "ok", report.rows_in, report.rows_out, report.errored,
+                                       report.seconds, counts={k: float(v) for k, v in report.counts.items()})
+            except Exception as exc:  # recorded in stage_runs and MLflow, then the run stops
+                log.exception("pipeline %s: stage %s failed", run_id, name)
+                outcome = StageOutcome(name, "failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+                failed = name
+        outcome.seconds = outcome.seconds or round(time.time() - started, 2)
+        _record(lake, client, parent.info.run_id, run_id, outcome, started, step)
+        outcomes.append(outcome)
+    report = PipelineReport(run_id, outcomes)
+    client.log_text(parent.info.run_id, report.summary(), "pipeline_summary.txt")
+    client.set_terminated(parent.info.run_id, "FINISHED" if report.ok else "FAILED")
+    return report
+
+
+def _skip_reason(lake: Lakehouse, name: str, options: dict) -> str | None:
+    if name == "ingest" and not options["manifest"]:
+        return "no manifest (--manifest or ingest.manifest)"
+    if name == "load-selection-labels" and not options["labels"]:
+        return "no labels file (--labels or select.labels)"
+    if name == "finetune-retrieval" and lake.read("selection_labels").isEmpty():
+        return "no selection_labels yet"
+    return None
+
+
+def _record(lake: Lakehouse, client, mlflow_run_id: str, run_id: str, outcome: StageOutcome, started: float,
+            step: int) -> None:
+    row = {"run_id": run_id, "stage": outcome.stage, "status": outcome.status, "rows_in": outcome.rows_in,
+           "rows_out": outcome.rows_out, "errored": outcome.errored, "seconds": outcome.seconds,
+           "counts": outcome.counts, "message": outcome.message or None,
+           "started_at": datetime.fromtimestamp(started, timezone.utc),
+           "finished_at": datetime.fromtimestamp(started + outcome.seconds, timezone.utc)}
+    lake.merge("stage_runs", lake.spark.createDataFrame([row], TABLES["stage_runs"].schema))
+    for key in ("rows_in", "rows_out", "errored", "seconds"):
+        client.log_metric(mlflow_run_id, f"{outcome.stage}.{key}", float(getattr(outcome, key)), step=step)
