@@ -19,7 +19,8 @@ import pandas as pd
 
 from panda_spark import storage
 from panda_spark.dataset.panda70m import ClipRecord, build_row, clip_shots, csv_line, format_timestamp, header_line
-from panda_spark.errors import CorruptVideo, FileNotFound, InputError, MissingField
+from panda_spark.errors import InputError, MissingField
+from panda_spark.video.decode import decode_failure
 
 STATUS_SCHEMA = "file INT, video_id STRING, clips INT, status STRING, error_class STRING, message STRING"
 _STATUS_COLUMNS = [c.split()[0] for c in STATUS_SCHEMA.split(", ")]
@@ -58,7 +59,7 @@ def write_csv_parts(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[p
                     fh.write(csv_line(build_row(video_id, url, [clip_record(c) for c in clips])))
                     status.append((part, video_id, len(clips), "written", None, None))
                 except (InputError, TypeError, ValueError) as exc:  # a bad stored value must not stop the export
-                    status.append((part, video_id, 0, "error", *_classify(exc)))
+                    status.append((part, video_id, 0, "error", *decode_failure(exc)))
             yield pd.DataFrame(status, columns=_STATUS_COLUMNS)
         if fh is not None:
             fh.close()
@@ -87,7 +88,7 @@ def write_shards(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.D
                 try:
                     media = clip_media(path, clips, tmp)
                 except Exception as exc:  # one unreadable video must not stop the shard
-                    status.append((shard, video_id, 0, "error", *_classify(exc)))
+                    status.append((shard, video_id, 0, "error", *decode_failure(exc)))
                     continue
                 for clip in clips:
                     key = clip["clip_id"]  # a uuid: no dots (webdataset splits keys at the first one)
@@ -191,15 +192,3 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "", ""
     tar.addfile(info, io.BytesIO(data))
-
-
-def _classify(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, InputError):
-        return exc.error_class, exc.message
-    if isinstance(exc, FileNotFoundError):
-        return FileNotFound.error_class, f"video file is gone: {exc}"
-    import av
-
-    if isinstance(exc, av.FFmpegError):
-        return CorruptVideo.error_class, f"decoding failed: {exc}"
-    return type(exc).__name__, str(exc)[:2000]

@@ -13,14 +13,12 @@ from dataclasses import dataclass, fields
 from functools import partial
 from typing import Iterator
 
-import av
 import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from panda_spark import storage
 from panda_spark.config import Config, SplitSettings
-from panda_spark.errors import CorruptVideo, FileNotFound, InputError
 from panda_spark.runs import StageReport
 from panda_spark.split.core import SplitParams, split_video
 from panda_spark.split.embedders import ColorLayoutEmbedder, ImageEmbedder
@@ -29,6 +27,7 @@ from panda_spark.split.scan import ScanParams
 from panda_spark.split.stitching import StitchParams, stitch_params
 from panda_spark.tables import TABLES, Lakehouse, is_imported
 from panda_spark.video.clip_writer import write_clips
+from panda_spark.video.decode import decode_failure
 
 STAGE = "split"
 _PRODUCED = ("shots", "clips", "clip_frames")
@@ -113,7 +112,7 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params:
                     _materialize(path, result.clips, clip_store)
                 row.update(shots=result.shots, clips=result.clips, clip_frames=result.clip_frames)
             except Exception as exc:  # one unreadable video must not fail the stage
-                error_class, message = _classify(exc)
+                error_class, message = decode_failure(exc)
                 row.update(status="error", error_class=error_class, message=message)
             out.append(row)
         yield pd.DataFrame(out, columns=["video_id", "content_hash", "status", "error_class", "message", *_PRODUCED])
@@ -131,17 +130,6 @@ def _materialize(path: str, clips: list[dict], clip_store: str) -> None:
         write_clips(fh, {c["clip_id"]: (c["start_frame"], c["end_frame"]) for c in clips}, out_paths)
     for clip in clips:
         clip["clip_path"] = out_paths[clip["clip_id"]]
-
-
-def _classify(exc: Exception) -> tuple[str, str]:
-    """(error_class, message) for the errors table; the file was a good video at ingest."""
-    if isinstance(exc, InputError):
-        return exc.error_class, exc.message
-    if isinstance(exc, FileNotFoundError):
-        return FileNotFound.error_class, f"video file is gone since ingest: {exc}"
-    if isinstance(exc, av.FFmpegError):
-        return CorruptVideo.error_class, f"decoding failed (changed since ingest?): {exc}"
-    return type(exc).__name__, str(exc)[:2000]
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:

@@ -55,3 +55,17 @@ def fit_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(w, h) with the shorter side `short_side`, aspect kept, both even."""
     scale = short_side / min(width, height)
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def decode_failure(exc: Exception) -> tuple[str, str]:
+    """(error_class, message) for the errors table when a video that probed fine at ingest fails
+    to open or decode later (split, export)."""
+    from panda_spark.errors import CorruptVideo, FileNotFound, InputError
+
+    if isinstance(exc, InputError):
+        return exc.error_class, exc.message
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFound.error_class, f"video file is gone since ingest: {exc}"
+    if isinstance(exc, av.FFmpegError):
+        return CorruptVideo.error_class, f"decoding failed (changed since ingest?): {exc}"
+    return type(exc).__name__, str(exc)[:2000]
