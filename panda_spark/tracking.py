@@ -87,7 +87,7 @@ def jpeg_bytes(value) -> bytes:
 
 def finished_run_with(fingerprint: str) -> str | None:
     """The id of a finished run of the active experiment tagged `panda.training_fingerprint` =
-    `fingerprint`: training on the same inputs and settings again would add nothing."""
+    `fingerprint`: training (or evaluating) on the same inputs and settings again would add nothing."""
     import mlflow
 
     runs = mlflow.search_runs(filter_string=f"tags.`panda.training_fingerprint` = '{fingerprint}' "

@@ -10,6 +10,7 @@ metric) and to one MLflow run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from functools import partial
@@ -54,8 +55,8 @@ def references(lake: Lakehouse, cfg: Config, reference: str) -> DataFrame:
     return refs.join(clips, "video_id").select("clip_id", "refs")
 
 
-def candidates(lake: Lakehouse, cfg: Config, source: str, clips: DataFrame) -> DataFrame:
-    """clip_id, caption of `source` for the clips in `clips`."""
+def candidates(lake: Lakehouse, cfg: Config, source: str, clips: DataFrame, student: str | None = None) -> DataFrame:
+    """clip_id, caption of `source` for the clips in `clips` (`student`: the pinned student model URI)."""
     if source == "gold":
         return lake.read("captions").select("clip_id", "caption").join(clips, "clip_id", "left_semi")
     if source.startswith("teacher:"):
@@ -64,19 +65,24 @@ def candidates(lake: Lakehouse, cfg: Config, source: str, clips: DataFrame) -> D
                 .withColumn("_n", F.row_number().over(newest)).filter("_n = 1").select("clip_id", "caption")
                 .join(clips, "clip_id", "left_semi"))
     if source == "student":
-        return student_captions(lake, cfg, clips)
+        return student_captions(lake, cfg, clips, student or pinned_student(cfg))
     raise ConfigError(f"--source {source}: expected gold, student or teacher:<name>")
 
 
-def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame) -> DataFrame:
+def pinned_student(cfg: Config) -> str:
+    """`models:/<student.registered_model>/<version>` that `student.alias` points at now."""
+    from panda_spark.tracking import pin_registered
+
+    return pin_registered(cfg, f"models:/{cfg.student.registered_model}@{cfg.student.alias}", "student.registered_model")
+
+
+def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame, pinned: str) -> DataFrame:
     from panda_spark.student.infer import ARTIFACT
     from panda_spark.student.stage import clip_inputs
     from panda_spark.tiny_models import resolve_model
-    from panda_spark.tracking import download_registered, pin_registered
+    from panda_spark.tracking import download_registered
 
-    key = "student.registered_model"
-    pinned = pin_registered(cfg, f"models:/{cfg.student.registered_model}@{cfg.student.alias}", key)
-    download_registered(cfg, pinned, ARTIFACT, key)
+    download_registered(cfg, pinned, ARTIFACT, "student.registered_model")
     rows = clip_inputs(lake, clips.select("clip_id")).filter(F.col("frames").isNotNull())
     lake.spark.sparkContext.setJobDescription(f"evaluate: captions of {pinned}")
     return rows.mapInPandas(partial(_student_batch, directory=resolve_model(pinned, cfg.model_cache_dir),
@@ -109,23 +115,37 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
     import mlflow
 
     from panda_spark.student.metrics import caption_metrics
-    from panda_spark.tracking import run_tags, start_experiment
+    from panda_spark.tracking import finished_run_with, run_tags, start_experiment
 
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
     refs = references(lake, cfg, reference).localCheckpoint(eager=True)
-    cands = candidates(lake, cfg, source, refs.select("clip_id"))
-    pairs = refs.join(cands, "clip_id").collect()
+    clips = refs.select("clip_id")
+    # what the scores depend on: the references, and the student version or the captions themselves
+    student = pinned_student(cfg) if source == "student" else None
+    version = [student, cfg.student.max_new_tokens] if student else _digest(candidates(lake, cfg, source, clips))
+    fingerprint = hashlib.sha256(json.dumps([source, version, reference, _digest(refs)]).encode()).hexdigest()
+    start_experiment(cfg)
+    done = finished_run_with(fingerprint)
+    if done:
+        log.info("evaluate: MLflow run %s already scored %s against %s on these inputs", done, source, reference)
+        report.counts.update(evaluated=0)
+        return report.finish(rows_in=refs.count(), rows_out=0)
+    pairs = refs.join(candidates(lake, cfg, source, clips, student), "clip_id").collect()
     if not pairs:
         raise ConfigError(f"--source {source} --reference {reference}: no clip has both a caption and a reference")
     scores = caption_metrics({r.clip_id: list(r.refs) for r in pairs}, {r.clip_id: r.caption or "" for r in pairs})
-    start_experiment(cfg)
     with mlflow.start_run(run_name=f"{STAGE} {source} vs {reference}",
-                          tags=run_tags(run_id, STAGE)) as active:
+                          tags=run_tags(run_id, STAGE, **{"panda.training_fingerprint": fingerprint})) as active:
         mlflow.log_params({"source": source, "reference": reference, "clips": len(pairs)})
         mlflow.log_metrics({k.replace("-", ""): v for k, v in scores.items()})
     rows = [(source, reference, metric, value, len(pairs), active.info.run_id) for metric, value in scores.items()]
     lake.merge("evaluations", spark.createDataFrame(
         rows, "source STRING, reference STRING, metric STRING, value DOUBLE, n_clips BIGINT, mlflow_run_id STRING"))
-    report.counts.update(clips=len(pairs), **{k: round(v, 4) for k, v in scores.items()})
+    report.counts.update(clips=len(pairs), evaluated=1, **{k: round(v, 4) for k, v in scores.items()})
     return report.finish(rows_in=len(pairs), rows_out=len(rows))
+
+
+def _digest(rows: DataFrame) -> str:
+    """A hash of a small DataFrame's content, independent of row order."""
+    return rows.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(F.struct(*rows.columns)))), 256)).first()[0] or ""

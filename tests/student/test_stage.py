@@ -85,6 +85,14 @@ def test_evaluate_writes_metrics_for_student_and_gold(trained):
     assert 0 <= rows[("student", "BLEU-4")].value <= 1
     run = mlflow.MlflowClient(cfg.mlflow_tracking_uri).get_run(rows[("student", "CIDEr")].mlflow_run_id)
     assert run.data.metrics["CIDEr"] == pytest.approx(rows[("student", "CIDEr")].value)
+    # the same student version and references: nothing to score again, no new MLflow run
+    again = evaluate_stage.run(lake.spark, cfg, "ev-3", source="student", reference="heldout")
+    assert (again.counts["evaluated"], again.rows_out) == (0, 0)
+    assert {(r.source, r.metric): r.mlflow_run_id for r in lake.read("evaluations").collect()} == {
+        k: r.mlflow_run_id for k, r in rows.items()}
+    # changed gold captions change the inputs: scored again
+    lake.spark.sql(f"UPDATE {lake.name('captions')} SET caption = 'a scene' WHERE clip_id = '{held_out[0]}'")
+    assert evaluate_stage.run(lake.spark, cfg, "ev-4", source="gold", reference="heldout").counts["evaluated"] == 1
 
 
 def test_the_registered_student_captions_as_a_teacher(trained):
