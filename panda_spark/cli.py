@@ -18,20 +18,6 @@ from panda_spark.tabular import write_rows
 
 log = logging.getLogger("panda_spark")
 
-_HELP = {
-    "ingest": "probe the videos of a manifest into the videos table",
-    "split": "split new videos into shots and clips, with frames for the teachers",
-    "caption": "caption new clips with every teacher in caption.teachers",
-    "select": "pick each clip's best candidate caption into the captions table",
-    "load-selection-labels": "load human picks of the best caption (CSV / JSON lines)",
-    "finetune-retrieval": "fine-tune the selector on selection_labels; register it in MLflow",
-    "train-student": "train the student captioner (TorchDistributor); register it in MLflow",
-    "evaluate": "BLEU-4, METEOR, ROUGE-L, CIDEr of a caption source → evaluations",
-    "create-views": "create the SQL views for analysts (clip_captions, teacher_win_rates, ...)",
-    "export": "write Panda-70M CSVs and webdataset shards into export.path",
-    "import-panda-csv": "load published Panda-70M CSVs into videos, clips, shots and captions",
-}
-
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", metavar="FILE", help="YAML conf, e.g. conf/local.yaml (default: built-in embedded defaults)")
@@ -54,7 +40,7 @@ def _labels(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panda-spark", description="Panda-70M video-captioning pipeline on Spark")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>|pipeline|sql|demo")
-    stages = {name: sub.add_parser(name, help=_HELP[name]) for name in STAGES}
+    stages = {name: sub.add_parser(name, help=stage.help) for name, stage in STAGES.items()}
     _manifest(stages["ingest"])
     _labels(stages["load-selection-labels"])
     stages["evaluate"].add_argument("--source", default="student", help="student (default), gold, or teacher:<name>")
