@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from functools import partial
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from bench_session import scratch_session
 from panda_spark.caption.inputs import teacher_inputs
 from panda_spark.caption.stage import RESULT_SCHEMA, caption_batch, clip_rows
 from panda_spark.caption.teachers import Teacher
-from panda_spark.config import load_config
 from panda_spark.demo.synthetic import render_demo_sources, write_manifest
 from panda_spark.ingest import stage as ingest
-from panda_spark.spark import get_spark
 from panda_spark.split import stage as split
 from panda_spark.tables import Lakehouse
 
@@ -36,10 +33,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--teacher", default="git-video-tiny")
     parser.add_argument("--clips", type=int, default=400)
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="caption_bench_"))
-    cfg = load_config(None, [f"paths.root={root}", 'spark.conf={"spark.ui.enabled": "false"}'])
-    spark = get_spark(cfg)
-    spark.sparkContext.setLogLevel("ERROR")
+    root, cfg, spark = scratch_session("caption_bench_")
     lake = Lakehouse(spark, cfg, "bench")
     ingest.run(spark, cfg, "bench", manifest=str(write_manifest(render_demo_sources(root / "src"), root / "m.csv")))
     split.run(spark, cfg, "bench")

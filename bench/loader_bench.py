@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from panda_spark.config import load_config
-from panda_spark.spark import get_spark
+from bench_session import scratch_session
 from panda_spark.student.data import NUMERIC_COLUMNS, MemoryLoader, PetastormLoader, RowBuilder
 from panda_spark.student.model import StudentConfig
 from panda_spark.tiny_models import resolve_model
@@ -48,10 +45,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="loader_bench_"))
-    cfg = load_config(None, [f"paths.root={root}", 'spark.conf={"spark.ui.enabled": "false"}'])
-    spark = get_spark(cfg)
-    spark.sparkContext.setLogLevel("ERROR")
+    root, cfg, spark = scratch_session("loader_bench_")
     vision, lm = resolve_model("tiny:clip", cfg.model_cache_dir), resolve_model("tiny:gpt2", cfg.model_cache_dir)
     builder = RowBuilder(vision, lm, num_frames=8, max_text_tokens=64, max_caption_tokens=32, device="cpu")
     rng = np.random.default_rng(0)

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from functools import partial
-from pathlib import Path
 
-from panda_spark.config import load_config
+from bench_session import scratch_session
 from panda_spark.select.core import RESULT_SCHEMA, prepare_clip, select_batch
 from panda_spark.select.registry import scorer_spec
 from panda_spark.select.scorers import load_scorer
 from panda_spark.select.stage import candidate_sets
-from panda_spark.spark import get_spark
 from panda_spark.tables import Lakehouse
 from tests.select.test_stage import seed_tables
 
@@ -33,11 +30,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clips", type=int, default=800)
     parser.add_argument("--scorer", default="tiny:clip")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="select_bench_"))
-    cfg = load_config(None, [f"paths.root={root}", 'spark.conf={"spark.ui.enabled": "false"}',
-                             f"select.scorer={args.scorer}", "select.num_frames=2"])
-    spark = get_spark(cfg)
-    spark.sparkContext.setLogLevel("ERROR")
+    root, cfg, spark = scratch_session("select_bench_", f"select.scorer={args.scorer}", "select.num_frames=2")
     lake = Lakehouse(spark, cfg, "bench")
     seed_tables(lake, args.clips)
     spec = scorer_spec(cfg)

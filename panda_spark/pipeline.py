@@ -30,34 +30,34 @@ log = logging.getLogger(__name__)
 class StageDef:
     name: str  # the command: panda-spark <name>, jobs/<name with _>.py
     module: str
-    function: str  # run(spark, cfg, run_id, **options) -> StageReport
     gpu: bool  # models on GPUs at scale: the GPU cluster
     help: str  # one line for `panda-spark --help`
+    function: str = "run"  # (spark, cfg, run_id, **options) -> StageReport
     in_pipeline: bool = True  # part of `panda-spark pipeline` (and the bundle's job)
 
 
 STAGES: dict[str, StageDef] = {s.name: s for s in [
-    StageDef("ingest", "panda_spark.ingest.stage", "run", gpu=False,
+    StageDef("ingest", "panda_spark.ingest.stage", gpu=False,
              help="probe the videos of a manifest into the videos table"),
-    StageDef("split", "panda_spark.split.stage", "run", gpu=False,
+    StageDef("split", "panda_spark.split.stage", gpu=False,
              help="split new videos into shots and clips, with frames for the teachers"),
-    StageDef("caption", "panda_spark.caption.stage", "run", gpu=True,
+    StageDef("caption", "panda_spark.caption.stage", gpu=True,
              help="caption new clips with every teacher in caption.teachers"),
-    StageDef("select", "panda_spark.select.stage", "run", gpu=True,
+    StageDef("select", "panda_spark.select.stage", gpu=True,
              help="pick each clip's best candidate caption into the captions table"),
-    StageDef("load-selection-labels", "panda_spark.select.stage", "load_labels", gpu=False,
+    StageDef("load-selection-labels", "panda_spark.select.stage", gpu=False, function="load_labels",
              help="load human picks of the best caption (CSV / JSON lines)"),
-    StageDef("finetune-retrieval", "panda_spark.select.finetune_stage", "run", gpu=True,
+    StageDef("finetune-retrieval", "panda_spark.select.finetune_stage", gpu=True,
              help="fine-tune the selector on selection_labels; register it in MLflow"),
-    StageDef("train-student", "panda_spark.student.stage", "run", gpu=True,
+    StageDef("train-student", "panda_spark.student.stage", gpu=True,
              help="train the student captioner (TorchDistributor); register it in MLflow"),
-    StageDef("evaluate", "panda_spark.student.evaluate_stage", "run", gpu=True,
+    StageDef("evaluate", "panda_spark.student.evaluate_stage", gpu=True,
              help="BLEU-4, METEOR, ROUGE-L, CIDEr of a caption source → evaluations"),
-    StageDef("create-views", "panda_spark.views", "run", gpu=False,
+    StageDef("create-views", "panda_spark.views", gpu=False,
              help="create the SQL views for analysts (clip_captions, teacher_win_rates, ...)"),
-    StageDef("export", "panda_spark.dataset.export_stage", "run", gpu=False,
+    StageDef("export", "panda_spark.dataset.export_stage", gpu=False,
              help="write Panda-70M CSVs and webdataset shards into export.path"),
-    StageDef("import-panda-csv", "panda_spark.dataset.import_stage", "run", gpu=False,
+    StageDef("import-panda-csv", "panda_spark.dataset.import_stage", gpu=False,
              help="load published Panda-70M CSVs into videos, clips, shots and captions", in_pipeline=False),
 ]}
 

@@ -11,13 +11,15 @@ no jars are fetched and no catalog settings are touched.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Mapping
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
@@ -192,6 +194,15 @@ def _same_setting(a: str, b: str) -> bool:
 def cluster_settings(spark: SparkSession) -> dict[str, str | None]:
     conf = spark.sparkContext.getConf()
     return {key: conf.get(key) for key in _CLUSTER_DEFAULTS}
+
+
+def content_fingerprint(rows: DataFrame, settings: object) -> str:
+    """A short hash of every row of `rows` (order-free) and of the JSON of `settings`: what a
+    training or evaluation run depends on, to find out whether it ran on the same inputs before."""
+    from pyspark.sql import functions as F
+
+    digest = rows.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(F.struct(*rows.columns)))), 256)).first()[0]
+    return hashlib.sha256(f"{digest}|{json.dumps(settings, sort_keys=True)}".encode()).hexdigest()[:32]
 
 
 def quote_name(dotted: str) -> str:

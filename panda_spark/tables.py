@@ -201,6 +201,12 @@ class Lakehouse:
                 cols.append(_FILLED[f.name](self.run_id).cast(f.dataType).alias(f.name))
         return df.select(cols)
 
+    def complete(self, table: str, df: DataFrame) -> DataFrame:
+        """`df` with the table's domain columns it lacks as typed NULLs (rows that know only part of a
+        table's columns, e.g. imported metadata without probe facts)."""
+        return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in TABLES[table].schema
+                                if f.name not in df.columns and f.name not in AUDIT_COLUMNS])
+
     def merge(self, table: str, df: DataFrame) -> MergeCounts:
         """Idempotent upsert of `df` into `table` by its key; the source must hold each key once."""
         return self._merge(table, self.conform(table, df), stale=None)

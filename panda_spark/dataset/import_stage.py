@@ -80,12 +80,6 @@ def read_records(spark: SparkSession, files: list[str]) -> DataFrame:
     return records
 
 
-def _complete(table: str, df: DataFrame) -> DataFrame:
-    """`df` with the table's other domain columns as typed NULLs."""
-    return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in TABLES[table].schema
-                            if f.name not in df.columns and f.name not in AUDIT_COLUMNS])
-
-
 def _first_per(df: DataFrame, *key: str) -> DataFrame:
     first = Window.partitionBy(*key).orderBy(*_FIRST)
     return df.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n")
@@ -133,15 +127,15 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
     shots = _first_per(loaded.select("video_id", *_FIRST, F.explode("shots").alias("s")).select(
         "video_id", *_FIRST, "s.*"), "shot_id")
     merged = {
-        "videos": lake.merge("videos", _complete("videos", _video_rows(lake, loaded, clips))),
-        "clips": lake.merge("clips", _renumbered(lake, "clips", _complete("clips", clips.select(
+        "videos": lake.merge("videos", lake.complete("videos", _video_rows(lake, loaded, clips))),
+        "clips": lake.merge("clips", _renumbered(lake, "clips", lake.complete("clips", clips.select(
             "clip_id", "video_id", "start_s", "end_s", "start_timecode", "end_timecode", "shot_ids",
             F.lit(IMPORTED_ORIGIN).alias("preset"), F.lit(IMPORT_VERSION).alias("splitter_version"))),
             "clip_id", "clip_idx")),
-        "shots": lake.merge("shots", _renumbered(lake, "shots", _complete("shots", shots.select(
+        "shots": lake.merge("shots", _renumbered(lake, "shots", lake.complete("shots", shots.select(
             "shot_id", "video_id", "start_s", "end_s", F.lit(IMPORT_VERSION).alias("splitter_version"))),
             "shot_id", "shot_idx")),
-        "captions": lake.merge("captions", _complete("captions", clips.select(
+        "captions": lake.merge("captions", lake.complete("captions", clips.select(
             "clip_id", "caption", F.lit(TEACHER).alias("teacher"), F.lit(IMPORT_VERSION).alias("teacher_version"),
             "matching_score", F.lit(SCORER).alias("scorer_version"),
             (F.col("matching_score") > F.lit(float(cfg.select.good_match_threshold))).alias("good_match")))),

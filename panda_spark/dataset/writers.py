@@ -13,7 +13,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -40,30 +40,49 @@ def clip_record(clip: dict) -> ClipRecord:
                       tuple((s["start_s"], s["end_s"]) for s in (() if clip["shots"] is None else clip["shots"])))
 
 
+class _PartFiles:
+    """The local file of the current part (rows come sorted by part), published to `out_dir` when
+    the next part starts and at close."""
+
+    def __init__(self, tmp: str, out_dir: str, name: Callable[[int], str], open_file: Callable[[str], Any]):
+        self.tmp, self.out_dir, self.name, self.open_file = tmp, out_dir, name, open_file
+        self.part, self.handle = None, None
+
+    def __call__(self, part: int):
+        if part != self.part:
+            self.close()
+            self.part, self.handle = part, self.open_file(os.path.join(self.tmp, self.name(part)))
+        return self.handle
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            publish(self.handle.name, f"{self.out_dir}/{self.name(self.part)}")
+            self.handle = None
+
+
+def _open_csv(path: str):
+    fh = open(path, "w", encoding="utf-8", newline="")
+    fh.write(header_line())
+    return fh
+
+
 def write_csv_parts(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.DataFrame]:
     """Rows (part, video_id, url, clips[start_s, end_s, caption, matching_score,
     desirable_filtering, shots[start_s, end_s]]) sorted by part then video_id → one CSV per part."""
     with tempfile.TemporaryDirectory() as tmp:
-        current, fh = None, None
+        files = _PartFiles(tmp, out_dir, csv_name, _open_csv)
         for batch in batches:
             status = []
             for part, video_id, url, clips in zip(batch["part"], batch["video_id"], batch["url"], batch["clips"]):
-                if part != current:
-                    if fh is not None:
-                        fh.close()
-                        publish(fh.name, f"{out_dir}/{csv_name(current)}")
-                    current = part
-                    fh = open(os.path.join(tmp, csv_name(part)), "w", encoding="utf-8", newline="")
-                    fh.write(header_line())
+                fh = files(part)
                 try:
                     fh.write(csv_line(build_row(video_id, url, [clip_record(c) for c in clips])))
                     status.append((part, video_id, len(clips), "written", None, None))
                 except (InputError, TypeError, ValueError) as exc:  # a bad stored value must not stop the export
                     status.append((part, video_id, 0, "error", *decode_failure(exc)))
             yield pd.DataFrame(status, columns=_STATUS_COLUMNS)
-        if fh is not None:
-            fh.close()
-            publish(fh.name, f"{out_dir}/{csv_name(current)}")
+        files.close()
 
 
 def write_shards(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.DataFrame]:
@@ -73,17 +92,12 @@ def write_shards(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.D
     mp4 are cut from its source in one decode; a video that cannot be read is reported (its clips
     left out) and the shard goes on."""
     with tempfile.TemporaryDirectory() as tmp:
-        current, tar = None, None
+        tars = _PartFiles(tmp, out_dir, shard_name, lambda p: tarfile.open(p, "w", format=tarfile.PAX_FORMAT))
         for batch in batches:
             status = []
             for shard, video_id, path, url, clips in zip(batch["shard"], batch["video_id"], batch["path"], batch["url"],
                                                           batch["clips"]):
-                if shard != current:
-                    if tar is not None:
-                        tar.close()
-                        publish(tar.name, f"{out_dir}/{shard_name(current)}")
-                    current = shard
-                    tar = tarfile.open(os.path.join(tmp, shard_name(shard)), "w", format=tarfile.PAX_FORMAT)
+                tar = tars(shard)
                 clips = sorted(clips, key=lambda c: (c["start_s"], c["clip_id"]))
                 try:
                     media = clip_media(path, clips, tmp)
@@ -97,9 +111,7 @@ def write_shards(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.D
                     _add(tar, f"{key}.json", clip_meta(clip, video_id, url).encode("utf-8"))
                 status.append((shard, video_id, len(clips), "written", None, None))
             yield pd.DataFrame(status, columns=_STATUS_COLUMNS)
-        if tar is not None:
-            tar.close()
-            publish(tar.name, f"{out_dir}/{shard_name(current)}")
+        tars.close()
 
 
 def clip_media(path: str, clips: list[dict], tmp: str) -> dict[str, bytes]:

@@ -14,8 +14,6 @@ skipped (tag `panda.training_fingerprint`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import tempfile
 
@@ -27,6 +25,7 @@ from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
+from panda_spark.spark import content_fingerprint
 from panda_spark.splits import held_out_column
 from panda_spark.select.finetune import FinetuneParams, parquet_examples, train_selector
 from panda_spark.select.registry import ARTIFACT, SelectorModel, scorer_spec, signature
@@ -118,10 +117,8 @@ def _base_selector(cfg: Config):
 def _fingerprint(usable: DataFrame, params: FinetuneParams, base_version: str, val_fraction: float) -> str:
     """What a training run depends on: every usable label's clip, pick and candidates, the base model
     and the settings."""
-    rows = usable.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(
-        F.struct("clip_id", "chosen", "held_out", "captions_hash")))), 256).alias("h")).first()["h"]
-    settings = json.dumps([dataclasses.asdict(params), base_version, val_fraction], sort_keys=True)
-    return hashlib.sha256(f"{rows}|{settings}".encode()).hexdigest()[:32]
+    return content_fingerprint(usable.select("clip_id", "chosen", "held_out", "captions_hash"),
+                               [dataclasses.asdict(params), base_version, val_fraction])
 
 
 def _register(encoder: DualEncoder, num_frames: int, name: str, alias: str, held_out) -> str:

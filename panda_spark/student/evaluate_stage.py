@@ -10,7 +10,6 @@ metric) and to one MLflow run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from functools import partial
@@ -24,6 +23,7 @@ from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
+from panda_spark.spark import content_fingerprint
 from panda_spark.splits import held_out_column
 from panda_spark.tables import Lakehouse
 
@@ -122,16 +122,20 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
     refs = references(lake, cfg, reference).localCheckpoint(eager=True)
     clips = refs.select("clip_id")
     # what the scores depend on: the references, and the student version or the captions themselves
+    # (those of a table source are read once, here; the student's are generated only if needed)
     student = pinned_student(cfg) if source == "student" else None
-    version = [student, cfg.student.max_new_tokens] if student else _digest(candidates(lake, cfg, source, clips))
-    fingerprint = hashlib.sha256(json.dumps([source, version, reference, _digest(refs)]).encode()).hexdigest()
+    cands = None if student else candidates(lake, cfg, source, clips).localCheckpoint(eager=True)
+    version = [student, cfg.student.max_new_tokens] if student else content_fingerprint(cands, [])
+    fingerprint = content_fingerprint(refs, [source, version, reference])
     start_experiment(cfg)
     done = finished_run_with(fingerprint)
     if done:
         log.info("evaluate: MLflow run %s already scored %s against %s on these inputs", done, source, reference)
         report.counts.update(evaluated=0)
         return report.finish(rows_in=refs.count(), rows_out=0)
-    pairs = refs.join(candidates(lake, cfg, source, clips, student), "clip_id").collect()
+    if cands is None:
+        cands = candidates(lake, cfg, source, clips, student)
+    pairs = refs.join(cands, "clip_id").collect()
     if not pairs:
         raise ConfigError(f"--source {source} --reference {reference}: no clip has both a caption and a reference")
     scores = caption_metrics({r.clip_id: list(r.refs) for r in pairs}, {r.clip_id: r.caption or "" for r in pairs})
@@ -144,8 +148,3 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
         rows, "source STRING, reference STRING, metric STRING, value DOUBLE, n_clips BIGINT, mlflow_run_id STRING"))
     report.counts.update(clips=len(pairs), evaluated=1, **{k: round(v, 4) for k, v in scores.items()})
     return report.finish(rows_in=len(pairs), rows_out=len(rows))
-
-
-def _digest(rows: DataFrame) -> str:
-    """A hash of a small DataFrame's content, independent of row order."""
-    return rows.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(F.struct(*rows.columns)))), 256)).first()[0] or ""

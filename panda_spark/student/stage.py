@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from functools import partial
 
@@ -27,6 +25,7 @@ from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
+from panda_spark.spark import content_fingerprint
 from panda_spark.splits import held_out_column
 from panda_spark.student.data import NUMERIC_COLUMNS, PetastormLoader, row_schema, student_rows
 from panda_spark.student.model import StudentConfig
@@ -154,11 +153,8 @@ def _example(lake: Lakehouse, clip_id: str, num_frames: int):
 
 
 def _fingerprint(rows: DataFrame, cfg: Config) -> str:
-    digest = rows.agg(F.sha2(F.to_json(F.array_sort(F.collect_list(F.struct(
-        "clip_id", "held_out", F.sha2(F.to_json(F.struct("caption_ids", "metadata_ids", "subtitles_ids")), 256)
-        .alias("text"))))), 256)).first()[0]
-    settings = json.dumps(dataclasses.asdict(cfg.student), sort_keys=True)
-    return hashlib.sha256(f"{digest}|{settings}".encode()).hexdigest()[:32]
+    text = F.sha2(F.to_json(F.struct("caption_ids", "metadata_ids", "subtitles_ids")), 256).alias("text")
+    return content_fingerprint(rows.select("clip_id", "held_out", text), dataclasses.asdict(cfg.student))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -37,10 +37,10 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
     one clip whose captions are all degenerate and one without frames."""
     spark, rng = lake.spark, np.random.default_rng(7)
     ids = [f"clip-{i:03d}" for i in range(n_clips)] + ["clip-degenerate", "clip-no-frames"]
-    lake.merge("clips", _with_nulls(lake, "clips", spark.createDataFrame(
+    lake.merge("clips", lake.complete("clips", spark.createDataFrame(
         [(c, f"video-{i % 2}", i, float(i), float(i + 1)) for i, c in enumerate(ids)],
         "clip_id string, video_id string, clip_idx int, start_s double, end_s double")))
-    lake.merge("videos", _with_nulls(lake, "videos", spark.createDataFrame(
+    lake.merge("videos", lake.complete("videos", spark.createDataFrame(
         [("video-0", "/v0.mp4", {"category": "Cooking"}), ("video-1", "/v1.mp4", {"category": "Travel"})],
         "video_id string, path string, extra map<string,string>")))
     frames = [(c, k, f"video-{i % 2}", k, "uniform", 64, 64, encode_jpeg(f))
@@ -55,14 +55,6 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
         .select("*", F.array(F.lit("video")).alias("inputs"), F.lit("p").alias("prompt"),
                 F.lit(0.1).alias("generation_s")))
     return ids
-
-
-def _with_nulls(lake, table: str, df):
-    """`df` with the table's other domain columns as NULLs."""
-    from panda_spark.tables import AUDIT_COLUMNS, TABLES
-
-    missing = [f for f in TABLES[table].schema if f.name not in df.columns and f.name not in AUDIT_COLUMNS]
-    return df.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in missing])
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ pytest.importorskip("torch")
 pytest.importorskip("petastorm")
 mlflow = pytest.importorskip("mlflow")
 
-from pyspark.sql import functions as F  # noqa: E402
-
 from panda_spark.student import stage  # noqa: E402
 from tests.select.test_stage import _color_of, seed_tables  # noqa: E402
 
@@ -36,8 +34,7 @@ def trained(spark, state_root, tmp_path_factory):
         [(c, f"a {_color_of(i)} scene in the video", f"t-{_color_of(i)}", f"t-{_color_of(i)}@1", True)
          for i, c in enumerate(ids[:24])] + [("clip-no-frames", "a red scene in the video", "t-red", "t-red@1", True)],
         "clip_id string, caption string, teacher string, teacher_version string, good_match boolean")
-    lake.merge("captions", captions.select("*", *[F.lit(None).alias(c) for c in (
-        "matching_score", "candidate_scores", "scorer_version", "candidates_hash", "selected_at")]))
+    lake.merge("captions", lake.complete("captions", captions))
     report = stage.run(lake.spark, cfg, "stu-1")
     return cfg, lake, report, overrides
 
