@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Sequence, TextIO
 
 from panda_spark.config import Config, load_config
-from panda_spark.errors import ConfigError
+from panda_spark.errors import ConfigError, WriteConflict
 from panda_spark.pipeline import PIPELINE_STAGES, STAGES
 from panda_spark.tabular import write_rows
 
@@ -80,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"panda-spark {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except WriteConflict as exc:
+        print(f"panda-spark {args.command}: write conflict: {exc}", file=sys.stderr)
+        return 3
 
 
 def console_main() -> None:

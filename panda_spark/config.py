@@ -73,6 +73,11 @@ class CatalogSettings:
     # Where tables' Delta files go when they are created as external tables (e.g. s3://bucket/panda).
     # Empty: embedded mode uses <paths.root>/warehouse/<schema>.db; clusters use managed tables.
     location: str | None = None
+    # A write that loses a Delta conflict to another writer (ConcurrentAppendException, ...) is
+    # retried this many times with exponential backoff from retry_backoff_s; every write is an
+    # idempotent MERGE of materialised rows, so a retry is safe. Then the stage stops, in one line.
+    write_retries: int = field(default=6, metadata=_spec(minimum=0))
+    retry_backoff_s: float = field(default=0.5, metadata=_spec(minimum=0))
 
 
 @dataclass
@@ -140,6 +145,9 @@ class SplitSettings:
     # a second decode of the clip ranges, so off unless you need the files.
     materialize_clips: bool = False
     partitions: int = field(default=0, metadata=_spec(minimum=0))
+    # Videos per wave: each wave is decoded, written and committed on its own, so a killed job
+    # loses at most one wave (a few minutes of work per executor core at Panda's ~2 min/video).
+    wave_videos: int = field(default=256, metadata=_spec(minimum=1))
 
 
 TEACHER_INPUTS = ("frame", "video", "subtitles", "metadata")
@@ -183,6 +191,9 @@ class CaptionSettings:
     max_subtitle_tokens: int = field(default=200, metadata=_spec(minimum=1))
     max_metadata_tokens: int = field(default=100, metadata=_spec(minimum=1))
     partitions: int = field(default=0, metadata=_spec(minimum=0))
+    # Clips per wave: their frames are read once and every teacher captions them before the wave
+    # commits; a killed job loses at most one wave.
+    wave_clips: int = field(default=2048, metadata=_spec(minimum=1))
     # Stage-level resource profile for the teacher tasks (cluster mode only; local mode has no
     # GPU scheduling): GPUs per task and per executor. 0: no profile, the cluster's defaults.
     task_gpus: float = field(default=0.0, metadata=_spec(minimum=0))
@@ -212,6 +223,7 @@ class SelectSettings:
     task_gpus: float = field(default=0.0, metadata=_spec(minimum=0))  # as caption.task_gpus
     executor_gpus: int = field(default=1, metadata=_spec(minimum=1))
     labels: str | None = None  # load-selection-labels: CSV or JSON lines (or pass --labels PATH)
+    wave_clips: int = field(default=8192, metadata=_spec(minimum=1))  # clips scored and committed per wave
 
 
 @dataclass
@@ -291,6 +303,20 @@ class ExportSettings:
     # shard closes at the first video that reaches this count.
     clips_per_shard: int = field(default=1000, metadata=_spec(minimum=1))
     good_match_only: bool = False  # only clips whose selected caption is a good match (cf. the 10M subset)
+    # Files rewritten per wave of an incremental export: each wave publishes its files, then commits
+    # them in exported_videos (a killed export redoes at most the uncommitted wave's files).
+    wave_files: int = field(default=64, metadata=_spec(minimum=1))
+
+
+@dataclass
+class MaintainSettings:
+    # panda-spark maintain: cluster (where a table's clustering columns are new), OPTIMIZE and VACUUM
+    # these tables (names of panda_spark.tables.TABLES); empty: all of them.
+    tables: list[str] = field(default_factory=list)
+    # VACUUM ... RETAIN <hours> HOURS: files no longer referenced for this long are deleted, and time
+    # travel to older versions fails. Below 168 (Delta's 7-day safety check) the check is switched
+    # off for the run: readers still on an older snapshot may then fail.
+    vacuum_retention_hours: int = field(default=168, metadata=_spec(minimum=0))
 
 
 @dataclass
@@ -308,6 +334,7 @@ class Config:
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     student: StudentSettings = field(default_factory=StudentSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    maintain: MaintainSettings = field(default_factory=MaintainSettings)
 
     # Derived locations (not conf keys).
     @property

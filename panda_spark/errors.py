@@ -60,3 +60,10 @@ class MalformedSubtitles(InputError):
 
 class SubtitleEncoding(InputError):
     error_class = "SubtitleEncoding"
+
+
+class WriteConflict(RuntimeError):
+    """Another writer kept committing to a table this stage writes, past the conf'd retries.
+
+    The message is one line: the table, the conflict and what to do. Work committed in earlier
+    waves stays; a plain rerun continues from there."""

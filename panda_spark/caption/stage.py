@@ -1,8 +1,8 @@
 """Caption stage (Spark wrapper): `clips` + `clip_frames` + `videos` → `candidate_captions`.
 
-One pass per teacher in `caption.teachers`: the clips that have no caption from this teacher
-version yet are joined with their stored frames and their video's subtitles and metadata, and
-captioned in a `mapInPandas` task (`caption_batch`) that keeps the model resident in the Python
+The clips that lack a caption of some teacher's current version go in waves of
+`caption.wave_clips`; per wave their stored frames and their video's subtitles and metadata are
+read once, and each teacher with work in the wave captions it in a `mapInPandas` task (`caption_batch`) that keeps the model resident in the Python
 worker (at most three models per worker) and generates in batches of the teacher's
 `batch_size`. A failing batch is retried in halves down to single clips; a clip that still fails
 goes to `errors` (key `<clip_id>/<teacher>`). Empty or degenerate captions are kept and flagged.
@@ -26,7 +26,8 @@ from panda_spark.config import Config, TeacherSettings
 from panda_spark.errors import InputError
 from panda_spark.runs import StageReport, process_in_halves
 from panda_spark.spark import gpu_profile
-from panda_spark.tables import Lakehouse, is_imported
+from panda_spark.tables import Lakehouse
+from panda_spark.waves import waves
 
 log = logging.getLogger(__name__)
 STAGE = "caption"
@@ -76,13 +77,14 @@ def _error_row(clip_id: str, teacher: TeacherSettings, version: str, error_class
             "error_class": error_class, "message": message}
 
 
-def clip_rows(lake: Lakehouse) -> DataFrame:
-    """Every clip with its stored frames and its video's subtitles, title and description."""
-    frames = lake.frames_per_clip(role=None)
-    videos = lake.read("videos").select("video_id", "subtitles", "title", "description")
-    imported = lake.read("videos").filter(is_imported()).select("video_id")  # published captions, no frames
-    return (lake.read("clips").select("clip_id", "video_id", "start_s", "end_s").join(imported, "video_id", "left_anti")
-            .join(videos, "video_id", "left").join(frames, "clip_id", "left").drop("video_id"))
+def clip_rows(lake: Lakehouse, clip_ids: DataFrame) -> DataFrame:
+    """The clips of `clip_ids` (committed by split, not imported: those have published captions and
+    no frames) with their stored frames and their video's subtitles, title and description."""
+    clips = lake.visible_clips(imported=False).join(clip_ids, "clip_id", "left_semi").select(
+        "clip_id", "video_id", "start_s", "end_s").localCheckpoint(eager=True)
+    videos = lake.rows_of_videos("videos", clips).select("video_id", "subtitles", "title", "description")
+    return (clips.join(videos, "video_id", "left").join(lake.frames_for(clips, role=None), "clip_id", "left")
+            .drop("video_id"))
 
 
 def _pin_registered(cfg: Config, index: int, teacher: TeacherSettings) -> TeacherSettings:
@@ -100,38 +102,60 @@ def _pin_registered(cfg: Config, index: int, teacher: TeacherSettings) -> Teache
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | None = None) -> StageReport:
+    """Caption the clips that lack a caption of a teacher's current version, in waves of
+    `caption.wave_clips` clips: each wave's frames and texts are read once, then every teacher
+    with work in the wave captions it and commits (errors first, `candidate_captions` last, so
+    a crash leaves the clip pending for that teacher)."""
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
     selected = [_pin_registered(cfg, i, t) for i, t in enumerate(cfg.caption.teachers)
                 if teachers is None or t.name in teachers]
-    clips = clip_rows(lake)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
-    totals = {"in": 0, "out": 0, "errored": 0}
+    clip_ids = lake.visible_clips(imported=False).select("clip_id")
+    pending = None
     for teacher in selected:
-        version = teacher_version(teacher)
-        spark.sparkContext.setJobDescription(f"caption: teacher {teacher.name}")
-        done = lake.read("candidate_captions").filter(F.col("teacher_version") == version).select("clip_id")
-        todo = clips.join(done, "clip_id", "left_anti")
-        partitions = cfg.caption.partitions or spark.sparkContext.defaultParallelism
-        results = todo.repartition(partitions).mapInPandas(
-            partial(caption_batch, teacher=teacher, cache_dir=cfg.model_cache_dir,
-                    trust_remote_code=cfg.models.trust_remote_code,
-                    max_subtitle_tokens=cfg.caption.max_subtitle_tokens,
-                    max_metadata_tokens=cfg.caption.max_metadata_tokens),
-            RESULT_SCHEMA,
-            **gpu_profile(cfg, cfg.caption.task_gpus, cfg.caption.executor_gpus),
-        ).localCheckpoint(eager=True)
-        ok = results.filter("status = 'captioned'")
-        merged = lake.merge("candidate_captions", ok)
-        errors = results.filter("status = 'error'").select(
-            F.concat_ws("/", "clip_id", "teacher").alias("key"), "error_class", "message",
-            F.to_json(F.struct("clip_id", "teacher", "teacher_version")).alias("input_snapshot"))
-        errored = lake.record_errors(STAGE, errors).total
-        lake.clear_errors(STAGE, ok.select(F.concat_ws("/", "clip_id", "teacher").alias("key")))
-        captioned = merged.inserted + merged.updated
-        report.counts[f"{teacher.name}.captioned"] = captioned
-        report.counts[f"{teacher.name}.errored"] = errored
-        for key, n in (("in", results.count()), ("out", captioned), ("errored", errored)):
-            totals[key] += n
-        log.info("caption: teacher %s: %d captioned, %d errored", teacher.name, captioned, errored)
+        done = lake.read("candidate_captions").filter(F.col("teacher_version") == teacher_version(teacher))
+        todo = clip_ids.join(done.select("clip_id"), "clip_id", "left_anti").withColumn("teacher", F.lit(teacher.name))
+        pending = todo if pending is None else pending.unionByName(todo)
+    if pending is None:
+        return report.finish(rows_in=0, rows_out=0)
+    pending = pending.localCheckpoint(eager=True)  # clip_id, teacher: two narrow columns
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
+    partitions = cfg.caption.partitions or spark.sparkContext.defaultParallelism
+    totals = {"in": 0, "out": 0, "errored": 0}
+    for wave in waves(pending, "clip_id", cfg.caption.wave_clips, STAGE, "clips"):
+        spark.sparkContext.setJobDescription(f"caption: wave {wave.index + 1}: frames and texts")
+        rows = clip_rows(lake, wave.keys).localCheckpoint(eager=True)
+        for teacher in selected:
+            todo = rows.join(pending.filter(F.col("teacher") == teacher.name).select("clip_id"), "clip_id", "left_semi")
+            spark.sparkContext.setJobDescription(f"caption: wave {wave.index + 1}: teacher {teacher.name}")
+            results = todo.repartition(partitions).mapInPandas(
+                partial(caption_batch, teacher=teacher, cache_dir=cfg.model_cache_dir,
+                        trust_remote_code=cfg.models.trust_remote_code,
+                        max_subtitle_tokens=cfg.caption.max_subtitle_tokens,
+                        max_metadata_tokens=cfg.caption.max_metadata_tokens),
+                RESULT_SCHEMA,
+                **gpu_profile(cfg, cfg.caption.task_gpus, cfg.caption.executor_gpus),
+            ).localCheckpoint(eager=True)
+            n_in, captioned, errored = _commit(lake, results)
+            for key, n in (("in", n_in), ("out", captioned), ("errored", errored)):
+                totals[key] += n
+            for key, n in (("captioned", captioned), ("errored", errored)):
+                report.counts[f"{teacher.name}.{key}"] = report.counts.get(f"{teacher.name}.{key}", 0) + n
+        wave.done(rows.count())
+    for teacher in selected:
+        log.info("caption: teacher %s: %d captioned, %d errored", teacher.name,
+                 report.counts.get(f"{teacher.name}.captioned", 0), report.counts.get(f"{teacher.name}.errored", 0))
     return report.finish(rows_in=totals["in"], rows_out=totals["out"], errored=totals["errored"])
+
+
+def _commit(lake: Lakehouse, results: DataFrame) -> tuple[int, int, int]:
+    """Errors first, `candidate_captions` (what marks a clip done for the teacher) last; the
+    numbers of rows in, captioned and errored."""
+    ok = results.filter("status = 'captioned'")
+    errors = results.filter("status = 'error'").select(
+        F.concat_ws("/", "clip_id", "teacher").alias("key"), "error_class", "message",
+        F.to_json(F.struct("clip_id", "teacher", "teacher_version")).alias("input_snapshot"))
+    errored = lake.record_errors(STAGE, errors).total
+    lake.clear_errors(STAGE, ok.select(F.concat_ws("/", "clip_id", "teacher").alias("key")))
+    merged = lake.merge("candidate_captions", ok)
+    return results.count(), merged.inserted + merged.updated, errored

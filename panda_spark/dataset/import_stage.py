@@ -34,7 +34,7 @@ from panda_spark.dataset.importer import IMPORT_VERSION, RESULT_SCHEMA, SCORER, 
 from panda_spark.dataset.panda70m import COLUMNS, REQUIRED_COLUMNS
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
-from panda_spark.tables import AUDIT_COLUMNS, IMPORTED_ORIGIN, TABLES, Lakehouse
+from panda_spark.tables import IMPORTED_ORIGIN, TABLES, Lakehouse
 
 STAGE = "import-panda-csv"
 _FIRST = ["source_file", "source_row"]  # of several records of one video or clip, the first wins
@@ -88,7 +88,7 @@ def _first_per(df: DataFrame, *key: str) -> DataFrame:
 def _renumbered(lake: Lakehouse, table: str, new: DataFrame, key: str, index: str) -> DataFrame:
     """`new` rows plus the table's other rows of the same videos, `index` renumbered over each
     video in time order (the stored rows change only where their number moved)."""
-    domain = [f.name for f in TABLES[table].schema if f.name not in AUDIT_COLUMNS]
+    domain = TABLES[table].domain_columns
     stored = (lake.read(table).join(new.select("video_id").distinct(), "video_id", "left_semi")
               .join(new.select(key), key, "left_anti").select(*domain))
     order = Window.partitionBy("video_id").orderBy("start_s", "end_s", key)

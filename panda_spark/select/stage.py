@@ -2,8 +2,9 @@
 `selection_labels` loader.
 
 Per clip, the candidates are the newest caption of each teacher, degenerate ones left out,
-sorted by teacher; their hash (`candidates_hash`) makes the stage incremental: a clip is scored
-again only when its candidates or the scorer version changed. Scoring runs in a `mapInPandas` task
+sorted by teacher. Incremental: a clip is scored again only when the scorer version changed or a
+candidate caption was written after the clip was selected; pending clips go in waves of
+`select.wave_clips`, each committed on its own. Scoring runs in a `mapInPandas` task
 (`select_batch`) with the scorer resident per Python worker, `select.batch_size` clips per model
 call, retried in halves on failure; a clip that still fails (or has no usable candidate, or no
 frames for a dual encoder) goes to `errors` keyed by clip_id. Resources: the scorer's device
@@ -26,18 +27,22 @@ from panda_spark.select.core import RESULT_SCHEMA, select_batch
 from panda_spark.select.labels import parse_labels
 from panda_spark.select.registry import scorer_spec
 from panda_spark.spark import gpu_profile
-from panda_spark.tables import Lakehouse
+from panda_spark.tables import ROW_HASH, Lakehouse, row_hash_sql
+from panda_spark.waves import waves
 
 log = logging.getLogger(__name__)
 STAGE = "select"
 LABELS_STAGE = "selection_labels"
 
 
-def candidate_sets(lake: Lakehouse) -> DataFrame:
+def candidate_sets(lake: Lakehouse, clip_ids: DataFrame | None = None) -> DataFrame:
     """clip_id, candidates (teacher, teacher_version, caption; newest per teacher, not degenerate,
-    sorted by teacher), candidates_hash."""
+    sorted by teacher), candidates_hash; of the clips in `clip_ids` (default: all)."""
+    candidates = lake.read("candidate_captions")
+    if clip_ids is not None:
+        candidates = candidates.join(clip_ids.select("clip_id"), "clip_id", "left_semi")
     newest = Window.partitionBy("clip_id", "teacher").orderBy(F.col("updated_at").desc(), F.col("teacher_version"))
-    latest = lake.read("candidate_captions").withColumn("_n", F.row_number().over(newest)).filter("_n = 1")
+    latest = candidates.withColumn("_n", F.row_number().over(newest)).filter("_n = 1")
     usable = ~F.coalesce(F.col("degenerate"), F.lit(False)) & F.col("caption").isNotNull()
     # collect_list skips NULLs: a clip whose every caption is degenerate gets an empty set, which
     # the core reports as an error
@@ -46,36 +51,55 @@ def candidate_sets(lake: Lakehouse) -> DataFrame:
     return sets.withColumn("candidates_hash", F.sha2(F.to_json("candidates"), 256))
 
 
+def pending_clips(lake: Lakehouse, scorer_version: str) -> DataFrame:
+    """clip_id of the clips never selected by `scorer_version`, or whose candidate captions changed
+    after they were (`selected_at` is when the candidates were read). Reads two narrow columns."""
+    changed = lake.read("candidate_captions").groupBy("clip_id").agg(F.max("updated_at").alias("changed_at"))
+    selected = lake.read("captions").filter(F.col("scorer_version") == scorer_version).select("clip_id", "selected_at")
+    return (changed.join(selected, "clip_id", "left")
+            .filter(F.col("selected_at").isNull() | (F.col("changed_at") > F.col("selected_at"))).select("clip_id"))
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
+    """Score the pending clips' candidates in waves of `select.wave_clips`; each wave commits its
+    errors, then its `captions` rows (what marks a clip done), then regrades good_match."""
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
     spec = scorer_spec(cfg)
     spark.sparkContext.setJobDescription(f"select: candidates not yet scored by {spec.version}")
-    done = lake.read("captions").filter(F.col("scorer_version") == spec.version).select("clip_id", "candidates_hash")
-    todo = candidate_sets(lake).join(done, ["clip_id", "candidates_hash"], "left_anti")
-    if spec.needs_frames:
-        todo = todo.join(lake.frames_per_clip(), "clip_id", "left")
+    read_at = spark.sql("SELECT current_timestamp()").first()[0]  # before the candidates are read
+    sets = candidate_sets(lake, pending_clips(lake, spec.version)).localCheckpoint(eager=True)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
     partitions = cfg.select.partitions or spark.sparkContext.defaultParallelism
-    spark.sparkContext.setJobDescription(f"select: scoring with {spec.version}")
-    results = todo.repartition(partitions).mapInPandas(
-        partial(select_batch, spec=spec, threshold=cfg.select.good_match_threshold), RESULT_SCHEMA,
-        **gpu_profile(cfg, cfg.select.task_gpus, cfg.select.executor_gpus),
-    ).localCheckpoint(eager=True)
-    ok = results.filter("status = 'selected'").select(
-        "clip_id", "caption", "teacher", "teacher_version", "matching_score", "good_match", "candidates_hash",
-        F.map_from_arrays("candidate_teachers", "candidate_score_values").alias("candidate_scores"),
-        F.lit(spec.version).alias("scorer_version"), F.current_timestamp().alias("selected_at"))
-    merged = lake.merge("captions", ok)
-    errors = results.filter("status = 'error'").select(
-        F.col("clip_id").alias("key"), "error_class", "message",
-        F.to_json(F.struct("clip_id", "candidates_hash", F.lit(spec.version).alias("scorer_version"))).alias("input_snapshot"))
-    errored = lake.record_errors(STAGE, errors).total
-    lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
+    totals = {"in": 0, "selected": 0, "unchanged": 0, "errored": 0}
+    for wave in waves(sets, "clip_id", cfg.select.wave_clips, STAGE, "clips"):
+        todo = sets.join(wave.keys, "clip_id", "left_semi")
+        if spec.needs_frames:
+            clips = lake.read("clips").join(wave.keys, "clip_id", "left_semi").select("clip_id", "video_id")
+            todo = todo.join(lake.frames_for(clips), "clip_id", "left")
+        spark.sparkContext.setJobDescription(f"select: wave {wave.index + 1}: scoring with {spec.version}")
+        results = todo.repartition(partitions).mapInPandas(
+            partial(select_batch, spec=spec, threshold=cfg.select.good_match_threshold), RESULT_SCHEMA,
+            **gpu_profile(cfg, cfg.select.task_gpus, cfg.select.executor_gpus),
+        ).localCheckpoint(eager=True)
+        ok = results.filter("status = 'selected'").select(
+            "clip_id", "caption", "teacher", "teacher_version", "matching_score", "good_match", "candidates_hash",
+            F.map_from_arrays("candidate_teachers", "candidate_score_values").alias("candidate_scores"),
+            F.lit(spec.version).alias("scorer_version"), F.lit(read_at).alias("selected_at"))
+        errors = results.filter("status = 'error'").select(
+            F.col("clip_id").alias("key"), "error_class", "message",
+            F.to_json(F.struct("clip_id", "candidates_hash", F.lit(spec.version).alias("scorer_version"))).alias("input_snapshot"))
+        totals["errored"] += lake.record_errors(STAGE, errors).total
+        lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
+        merged = lake.merge("captions", ok)
+        totals["in"] += results.count()
+        totals["selected"] += merged.inserted + merged.updated
+        totals["unchanged"] += merged.unchanged
+        wave.done(results.count())
     regraded = regrade(lake, cfg.select.good_match_threshold)
-    report.counts.update(selected=merged.inserted + merged.updated, unchanged=merged.unchanged, errored=errored,
+    report.counts.update(selected=totals["selected"], unchanged=totals["unchanged"], errored=totals["errored"],
                          regraded=regraded, good_match=lake.read("captions").filter("good_match").count())
-    return report.finish(rows_in=results.count(), rows_out=merged.inserted + merged.updated, errored=errored)
+    return report.finish(rows_in=totals["in"], rows_out=totals["selected"], errored=totals["errored"])
 
 
 def regrade(lake: Lakehouse, threshold: float) -> int:
@@ -84,7 +108,8 @@ def regrade(lake: Lakehouse, threshold: float) -> int:
     lake.spark.sparkContext.setJobDescription(f"select: good_match at threshold {threshold}")
     good = f"(matching_score > {float(threshold)!r})"
     metrics = lake.spark.sql(
-        f"UPDATE {lake.name('captions')} SET good_match = {good}, updated_at = current_timestamp() "
+        f"UPDATE {lake.name('captions')} SET good_match = {good}, updated_at = current_timestamp(), "
+        f"{ROW_HASH} = {row_hash_sql('captions', replaced={'good_match': good})} "
         f"WHERE NOT (good_match <=> {good})").first()
     return int(metrics["num_affected_rows"]) if metrics is not None else 0
 

@@ -8,17 +8,24 @@ While decoding it keeps, beside each frame's analysis-size HSV score:
   embeds the frames at 5% and 95% of each shot, and shots are at most 7 s after forced cuts, so
   those frames always lie within `reach` = 5% of 7 s of a boundary: they are exact, not nearest.
   Once a cut is reported the shot before it is final: its two frames are kept, the rest dropped.
+  A long take's forced pieces are final before that, as soon as no cut can come early enough to
+  change them.
 - *sample frames* every 1/`sample_fps` s (short side `sample_short_side`, JPEG), from which each
   clip's frames are picked once the clips are known.
 Decoded frames stay in the codec's format until wanted; a short ring of them lets a boundary found
 at frame i reach back to frames i-reach … i.
+
+`ScanStream` hands both out as the pass goes — each sample as its frame is decoded, each shot with
+its two frames once the shot is final — so a caller keeps only what it can still use (the split
+core does); `scan_video` keeps everything.
 """
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import cv2
 import numpy as np
@@ -56,73 +63,131 @@ class VideoScan:
     sample_size: tuple[int, int] = (0, 0)  # (width, height) of the sample JPEGs
 
 
-def scan_video(source: str | BinaryIO, params: ScanParams) -> VideoScan:
-    container, stream, info = open_stream(source)
-    with container:
-        fps = info.fps
+@dataclass(frozen=True)
+class Sample:
+    index: int  # frame index
+    jpeg: bytes  # short side `sample_short_side`
+
+
+@dataclass(frozen=True)
+class ShotFrames:
+    """A shot whose bounds are final, with its 5% and 95% frames (`embed_size`² RGB); None for a
+    frame that was not kept (`keep_frames` off)."""
+
+    shot: Shot
+    first: np.ndarray | None = field(repr=False)
+    last: np.ndarray | None = field(repr=False)
+
+
+class ScanStream:
+    """The decode pass as a stream. Opens the video at once (fps and sizes are known before the
+    pass); iterating, once, decodes it and yields in decode order a `Sample` for each sampled frame
+    and a `ShotFrames` for each shot as soon as it is final. The shots come in video order and tile
+    the video. The stream itself holds only the ring of recent frames and the embedding frames near
+    the possible boundaries of the shot not handed out yet, plus one score per frame."""
+
+    def __init__(self, source: str | BinaryIO, params: ScanParams):
+        self.params = params
+        self._container, self._stream, info = open_stream(source)
+        self.fps, self.width, self.height = info.fps, info.width, info.height
+        self.sample_size = fit_size(info.width, info.height, params.sample_short_side)  # (width, height)
+        self.scores = array("d")  # content score per decoded frame
+
+    @property
+    def frame_count(self) -> int:
+        """Frames decoded so far (all of them once the iteration ended)."""
+        return len(self.scores)
+
+    def __iter__(self) -> Iterator[Sample | ShotFrames]:
+        params, fps, scores = self.params, self.fps, self.scores
         reach = math.ceil(0.05 * params.max_shot_s * fps) + 1
         step = max(1, int(params.forced_step_s * fps))
         sample_every = max(1, round(fps / params.sample_fps))
         analysis = FrameResizer(params.analysis_width, params.analysis_height, "FAST_BILINEAR")
         embed = FrameResizer(params.embed_size, params.embed_size)
-        sample_w, sample_h = fit_size(info.width, info.height, params.sample_short_side)
-        sample = FrameResizer(sample_w, sample_h)
+        sample = FrameResizer(*self.sample_size)
         jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, params.jpeg_quality]
 
         cut_filter = CutFilter(params.threshold, params.min_scene_len)
-        scores: list[float] = []
-        shots: list[Shot] = []
-        embed_frames: dict[int, np.ndarray] = {}  # frames of resolved shots
         pending: dict[int, np.ndarray] = {}  # frames near possible boundaries of the open shot
-        samples: dict[int, bytes] = {}
         recent: deque = deque(maxlen=reach + 1)  # (index, av.VideoFrame)
         wanted_until = reach  # the first shot's 5% frame
         shot_start, next_forced = 0, step
+        piece_start = 0  # the open shot's first frame not handed out in a forced piece yet
         previous_hsv = None
 
-        def resolve(end: int) -> None:
-            """The open shot ends at `end`: fix its forced cuts, keep only its pieces' frames."""
-            nonlocal shot_start
-            pieces = force_cuts([Shot(shot_start, end, False, scores[shot_start] if shot_start else 0.0)], fps,
-                                params.max_shot_s, params.forced_step_s)
-            for piece in pieces:
-                for wanted in shot_embedding_frames(piece.start_frame, piece.end_frame):
-                    if wanted in pending:
-                        embed_frames[wanted] = pending[wanted]
-            for index in [i for i in pending if i < end]:
+        def hand_out(end: int, final: bool) -> list[ShotFrames]:
+            """The open shot's pieces from `piece_start` on, with their frames, as `force_cuts` cuts the
+            shot if it ends at `end`: all of them if it does (`final`), else those that any later end
+            gives too (all but the last)."""
+            nonlocal shot_start, piece_start
+            first = piece_start == shot_start
+            cut_score = scores[shot_start] if first and shot_start else 0.0
+            pieces = force_cuts([Shot(piece_start, end, not first, cut_score)], fps, params.max_shot_s,
+                                params.forced_step_s)
+            if not final:
+                pieces.pop()
+                if not pieces:
+                    return []
+            resolved = [ShotFrames(piece, *(pending.get(i) for i in shot_embedding_frames(piece.start_frame,
+                                                                                          piece.end_frame)))
+                        for piece in pieces]
+            piece_start = pieces[-1].end_frame
+            if final:
+                shot_start = piece_start
+            for index in [i for i in pending if i < piece_start]:
                 del pending[index]
-            shots.extend(pieces)
-            shot_start = end
+            return resolved
 
-        for index, frame in enumerate(iter_frames(container, stream)):
-            hsv = cv2.cvtColor(analysis(frame), cv2.COLOR_RGB2HSV)
-            score = 0.0 if previous_hsv is None else frame_score(previous_hsv, hsv)
-            previous_hsv = hsv
-            scores.append(score)
-            if params.keep_frames:
-                recent.append((index, frame))
-                if score >= params.threshold:  # a possible cut: keep the frames around it
-                    wanted_until = max(wanted_until, index + reach)
-                    for earlier, earlier_frame in recent:
-                        if earlier not in pending:
-                            pending[earlier] = embed(earlier_frame)
-                if index >= next_forced - reach:  # approaching a possible forced cut
-                    wanted_until = max(wanted_until, next_forced + reach)
-                    if index >= next_forced:
-                        next_forced += step
-                if index <= wanted_until and index not in pending:
-                    pending[index] = embed(frame)
-                if index % sample_every == 0:
-                    samples[index] = cv2.imencode(".jpg", sample(frame)[:, :, ::-1], jpeg_params)[1].tobytes()
-            cut = cut_filter.push(score)
-            if cut is not None:
-                resolve(cut)
-                next_forced = cut + step
+        with self._container:
+            for index, frame in enumerate(iter_frames(self._container, self._stream)):
+                hsv = cv2.cvtColor(analysis(frame), cv2.COLOR_RGB2HSV)
+                score = 0.0 if previous_hsv is None else frame_score(previous_hsv, hsv)
+                previous_hsv = hsv
+                scores.append(score)
+                if params.keep_frames:
+                    recent.append((index, frame))
+                    if score >= params.threshold:  # a possible cut: keep the frames around it
+                        wanted_until = max(wanted_until, index + reach)
+                        for earlier, earlier_frame in recent:
+                            if earlier not in pending:
+                                pending[earlier] = embed(earlier_frame)
+                    if index >= next_forced - reach:  # approaching a possible forced cut
+                        wanted_until = max(wanted_until, next_forced + reach)
+                        if index >= next_forced:
+                            next_forced += step
+                    if index <= wanted_until and index not in pending:
+                        pending[index] = embed(frame)
+                    if index % sample_every == 0:
+                        yield Sample(index, cv2.imencode(".jpg", sample(frame)[:, :, ::-1], jpeg_params)[1].tobytes())
+                cut = cut_filter.push(score)
+                if cut is not None:
+                    yield from hand_out(cut, final=True)
+                    next_forced = cut + step
+                else:  # a cut is reported at most min_scene_len frames after it: none can come before
+                    yield from hand_out(index + 1 - params.min_scene_len, final=False)
 
-        for earlier, earlier_frame in recent:  # the last shot's 95% frame lies near the end
-            if earlier not in pending:
-                pending[earlier] = embed(earlier_frame)
-        if scores:
-            resolve(len(scores))
-    return VideoScan(fps, len(scores), info.width, info.height, np.asarray(scores), shots, embed_frames, samples,
-                     (sample_w, sample_h))
+            for earlier, earlier_frame in recent:  # the last shot's 95% frame lies near the end
+                if earlier not in pending:
+                    pending[earlier] = embed(earlier_frame)
+            if scores:
+                yield from hand_out(len(scores), final=True)
+
+
+def scan_video(source: str | BinaryIO, params: ScanParams) -> VideoScan:
+    """The whole pass at once, every sample and every shot's frames kept."""
+    stream = ScanStream(source, params)
+    shots: list[Shot] = []
+    embed_frames: dict[int, np.ndarray] = {}
+    samples: dict[int, bytes] = {}
+    for item in stream:
+        if isinstance(item, Sample):
+            samples[item.index] = item.jpeg
+            continue
+        shots.append(item.shot)
+        wanted = shot_embedding_frames(item.shot.start_frame, item.shot.end_frame)
+        for index, frame in zip(wanted, (item.first, item.last)):
+            if frame is not None:
+                embed_frames[index] = frame
+    return VideoScan(stream.fps, stream.frame_count, stream.width, stream.height, np.array(stream.scores), shots,
+                     embed_frames, samples, stream.sample_size)

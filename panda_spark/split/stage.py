@@ -1,11 +1,14 @@
 """Split stage (Spark wrapper): `videos` → `shots`, `clips`, `clip_frames`; failures → `errors`.
 
 One `mapInPandas` task per small batch of videos (`split_batch`) decodes each video once and
-returns its shots, clips and clip frames as nested rows; the driver writes each table with a
-replacing MERGE (a re-split video's old rows go). Incremental: a video whose shots carry the
-current parameter hash is skipped. Resources: one decoder and at most a few hundred 224² frames
-in memory per task; the colour/layout embedder runs on CPU, a transformers embedder on the task's
-GPU when the cluster schedules GPUs (`split.device: auto`), loaded once per Python worker.
+returns its shots, clips and clip frames as nested rows. Videos go in waves of `split.wave_videos`;
+each wave is committed on its own (:func:`commit_wave`): replacing MERGEs (a re-split video's old
+rows go, and so does everything downstream of a clip it no longer has), then the videos' `commits`
+rows. Incremental: a video committed with the current parameter hash and file hash is skipped.
+Resources: one decoder per task; sampled 224² frames are held only while a clip may still use
+them (about the open event's length, not the video's: `bench/split_memory.py`); the colour/layout
+embedder runs on CPU, a transformers embedder on the task's GPU when the cluster schedules GPUs
+(`split.device: auto`), loaded once per Python worker.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from functools import partial
 from typing import Iterator
 
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from panda_spark import storage
@@ -28,17 +31,15 @@ from panda_spark.split.stitching import StitchParams, stitch_params
 from panda_spark.tables import TABLES, Lakehouse, is_imported
 from panda_spark.video.clip_writer import write_clips
 from panda_spark.video.decode import decode_failure
+from panda_spark.waves import waves
 
 STAGE = "split"
-_PRODUCED = ("shots", "clips", "clip_frames")
-# Columns the driver adds, not the per-video task: audit columns, and the content hash of the
-# video file that was split (a changed file is split again).
-_FILLED_BY_STAGE = ("run_id", "created_at", "updated_at", "source_hash")
+_PRODUCED = ("shots", "clip_frames", "clips")  # write order: clips, which readers start from, last
 
 
 def _nested(table: str) -> str:
     cols = ", ".join(f"{f.name}: {f.dataType.simpleString()}" for f in TABLES[table].schema
-                     if f.name not in _FILLED_BY_STAGE)
+                     if f.name in TABLES[table].domain_columns and f.name != "source_hash")
     return f"ARRAY<STRUCT<{cols}>>"
 
 
@@ -140,33 +141,59 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     params_hash = params.hash(embedder_version(embedder))
     spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"split videos (params {params_hash})")
 
-    done = (lake.read("shots").filter(F.col("params_hash") == params_hash)
-            .select("video_id", F.col("source_hash").alias("content_hash")).distinct())
+    done = lake.committed(STAGE, params_hash).select(F.col("key").alias("video_id"),
+                                                     F.col("input_hash").alias("content_hash"))
     # imported videos (import-panda-csv) have a URL, no file to decode
     videos = lake.read("videos").filter(~is_imported()).select("video_id", "content_hash", "path")
     todo = videos.join(done, ["video_id", "content_hash"], "left_anti")
     skipped = videos.join(done, ["video_id", "content_hash"], "left_semi").count()
     partitions = cfg.split.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
-    spark.sparkContext.setJobDescription("split: decode, detect, stitch")
-    results = todo.repartition(partitions).mapInPandas(
-        partial(split_batch, embedder=embedder, params=params,
-                clip_store=cfg.clip_store_dir if params.materialize_clips else None),
-        result_schema(),
-    ).localCheckpoint(eager=True)
+    split = partial(split_batch, embedder=embedder, params=params,
+                    clip_store=cfg.clip_store_dir if params.materialize_clips else None)
+    totals = dict.fromkeys(("videos", "rows_in", *_PRODUCED, "errored"), 0)
+    for wave in waves(todo, "video_id", cfg.split.wave_videos, STAGE, "videos"):
+        spark.sparkContext.setJobDescription(f"split: wave {wave.index + 1}: decode, detect, stitch")
+        results = (todo.join(wave.keys, "video_id", "left_semi").repartition(partitions)
+                   .mapInPandas(split, result_schema()).localCheckpoint(eager=True))
+        for name, n in commit_wave(lake, results, params_hash).items():
+            totals[name] += n
+        wave.done(results.count())
+    report.counts = {"videos": totals["videos"], "skipped": skipped, **{t: totals[t] for t in _PRODUCED},
+                     "errored": totals["errored"]}
+    return report.finish(rows_in=totals["rows_in"], rows_out=totals["clips"], errored=totals["errored"])
 
+
+def commit_wave(lake: Lakehouse, results: DataFrame, params_hash: str) -> dict[str, int]:
+    """Write one wave of split results (rows of `result_schema()`), in an order that makes each
+    video's split all-or-nothing for readers and reruns:
+
+    1. the videos' earlier split (if any) stops being committed: readers no longer see its clips;
+    2. errors of the failed videos recorded, those of the split ones cleared;
+    3. rows of clips that the new split no longer has are deleted everywhere (frames, captions,
+       labels, their errors), so that no row refers to a clip `clips` lacks;
+    4. shots, clip_frames and clips replaced;
+    5. the `commits` rows, last: only now is a video done for these parameters.
+    A crash after any step leaves the video uncommitted; the rerun splits it again and writes the
+    same rows (ids and frames are deterministic)."""
     ok = results.filter("status = 'split'")
-    counts = {}
-    for table in _PRODUCED:
-        rows = ok.select(F.col("content_hash").alias("source_hash"), F.explode(table).alias("r"))
-        rows = rows.select("r.*", "source_hash")
-        counts[table] = lake.replace(table, rows, scope=ok.select("video_id")).total
+    scope = ok.select("video_id")
+    resplit = lake.committed(STAGE).join(scope.withColumnRenamed("video_id", "key"), "key", "left_semi")
+    lake.delete("commits", resplit.withColumn("stage", F.lit(STAGE)))
     errors = results.filter("status = 'error'").select(
         F.col("video_id").alias("key"), "error_class", "message",
         F.to_json(F.struct("video_id")).alias("input_snapshot"),
     )
     errored = lake.record_errors(STAGE, errors).total
     lake.clear_errors(STAGE, ok.select(F.col("video_id").alias("key")))
-    report.counts = {"videos": ok.count(), "skipped": skipped, **counts, "errored": errored}
-    return report.finish(rows_in=results.count(), rows_out=counts["clips"], errored=errored)
-
+    new_clips = ok.select(F.explode("clips.clip_id").alias("clip_id"))
+    lake.remove_clips(lake.read("clips").join(scope, "video_id", "left_semi").join(new_clips, "clip_id", "left_anti"))
+    counts = {}
+    for table in _PRODUCED:
+        rows = ok.select(F.col("content_hash").alias("source_hash"), F.explode(table).alias("r"))
+        rows = rows.select("r.*", "source_hash")
+        counts[table] = lake.replace(table, rows, scope=scope).total
+    lake.commit(STAGE, ok.select(
+        F.col("video_id").alias("key"), F.lit(params_hash).alias("version"), F.col("content_hash").alias("input_hash"),
+        F.create_map(*[x for t in _PRODUCED for x in (F.lit(t), F.size(t).cast("bigint"))]).alias("outputs")))
+    return {"videos": ok.count(), "rows_in": results.count(), **counts, "errored": errored}

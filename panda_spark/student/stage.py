@@ -9,8 +9,9 @@
    :func:`panda_spark.student.train.train_fn`; the clip-hash split holds out `val_fraction`.
 3. The driver opens one MLflow run (the whole conf as params), rank 0 logs into it, and the saved
    student is logged as a pyfunc with a signature and registered under `student.registered_model`
-   (alias `student.alias`). Training on the same rows and settings again is skipped; a job that
-   died resumes from its last epoch checkpoint.
+   (alias `student.alias`). Training on the same inputs and settings again is skipped, checked
+   before any feature is computed (a fingerprint of the input rows and stored frame hashes); a
+   job that died resumes from its last epoch checkpoint.
 """
 from __future__ import annotations
 
@@ -29,28 +30,33 @@ from panda_spark.spark import content_fingerprint
 from panda_spark.splits import held_out_column
 from panda_spark.student.data import NUMERIC_COLUMNS, PetastormLoader, row_schema, student_rows
 from panda_spark.student.model import StudentConfig
-from panda_spark.tables import Lakehouse, is_imported
+from panda_spark.tables import ROW_HASH, Lakehouse
 from panda_spark.tiny_models import resolve_model
 
 log = logging.getLogger(__name__)
 STAGE = "train-student"
 
 
-def clip_inputs(lake: Lakehouse, clips: DataFrame) -> DataFrame:
+def clip_inputs(lake: Lakehouse, clips: DataFrame, frames: bool = True) -> DataFrame:
     """`clips` (clip_id, ...) with what the student reads: start_s, end_s, the video's subtitle cues,
-    title and description, and the clip's uniform frames (NULL when it has none)."""
-    videos = lake.read("videos").select("video_id", F.col("subtitles").alias("cues"), "title", "description")
-    imported = lake.read("videos").filter(is_imported()).select("video_id")  # no frames: not a training clip
-    return (clips.join(lake.read("clips").select("clip_id", "video_id", "start_s", "end_s"), "clip_id")
-            .join(imported, "video_id", "left_anti")
-            .join(videos, "video_id", "left").join(lake.frames_per_clip(), "clip_id", "left").drop("video_id"))
+    title and description, and (with `frames`) the clip's uniform frames (NULL when it has none).
+    Clips of imported videos have no frames and are not training clips."""
+    known = lake.visible_clips(imported=False).select("clip_id", "video_id", "start_s", "end_s")
+    inputs = clips.join(known, "clip_id").localCheckpoint(eager=True)
+    videos = lake.rows_of_videos("videos", inputs).select(
+        "video_id", F.col("subtitles").alias("cues"), "title", "description")
+    inputs = inputs.join(videos, "video_id", "left")
+    if frames:
+        inputs = inputs.join(lake.frames_for(inputs), "clip_id", "left")
+    return inputs.drop("video_id")
 
 
-def training_clips(lake: Lakehouse, good_match_only: bool, val_fraction: float) -> DataFrame:
+def training_clips(lake: Lakehouse, good_match_only: bool, val_fraction: float, frames: bool = True) -> DataFrame:
     captions = lake.read("captions").filter(F.col("caption").isNotNull())
     if good_match_only:
         captions = captions.filter("good_match")
-    return clip_inputs(lake, captions.select("clip_id", "caption")).withColumn("held_out", held_out_column(val_fraction))
+    return (clip_inputs(lake, captions.select("clip_id", "caption"), frames)
+            .withColumn("held_out", held_out_column(val_fraction)))
 
 
 def student_config(cfg: Config, vision_dim: int) -> StudentConfig:
@@ -81,6 +87,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     lake = Lakehouse(spark, cfg, run_id)
     vision = resolve_model(s.vision_model, cfg.model_cache_dir)
     config = student_config(cfg, vision_dim=feature_dim(AutoConfig.from_pretrained(vision)))
+    # What training would read, fingerprinted before any feature is computed: a rerun on the same
+    # clips, captions, texts, frames and settings costs a scan of narrow columns.
+    fingerprint = _fingerprint(lake, cfg)
+    experiment_id = start_experiment(cfg)
+    done = finished_run_with(fingerprint)
+    if done:
+        log.info("train-student: MLflow run %s already trained on these rows and settings; nothing to do", done)
+        report.counts.update(trained=0)
+        return report.finish(rows_in=0, rows_out=0)
+
     spark.sparkContext.setJobDescription("train-student: frame features and token ids")
     rows = training_clips(lake, s.good_match_only, s.val_fraction).repartition(
         spark.sparkContext.defaultParallelism).mapInPandas(
@@ -98,14 +114,6 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         raise ConfigError(f"conf key 'student.val_fraction': {train_n} training and {val_n} held-out clips with "
                           f"captions and frames; train-student needs at least student.num_processes="
                           f"{s.num_processes} training clips and one held-out clip (run select first)")
-
-    fingerprint = _fingerprint(ok, cfg)
-    experiment_id = start_experiment(cfg)
-    done = finished_run_with(fingerprint)
-    if done:
-        log.info("train-student: MLflow run %s already trained on these rows and settings; nothing to do", done)
-        report.counts.update(trained=0)
-        return report.finish(rows_in=train_n + val_n + errored, rows_out=0, errored=errored)
 
     cache = s.cache_url or (cfg.root / "petastorm").resolve().as_uri()
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache)
@@ -152,9 +160,14 @@ def _example(lake: Lakehouse, clip_id: str, num_frames: int):
     return pd.DataFrame({"frames": [[bytes(r.jpeg) for r in frames][:num_frames]], "metadata": [""], "subtitles": [""]})
 
 
-def _fingerprint(rows: DataFrame, cfg: Config) -> str:
-    text = F.sha2(F.to_json(F.struct("caption_ids", "metadata_ids", "subtitles_ids")), 256).alias("text")
-    return content_fingerprint(rows.select("clip_id", "held_out", text), dataclasses.asdict(cfg.student))
+def _fingerprint(lake: Lakehouse, cfg: Config) -> str:
+    """The training inputs' fingerprint: every training clip's caption, texts and held-out flag, and
+    the stored hashes of its uniform frames (no frame is read), with the student settings."""
+    s = cfg.student
+    clips = training_clips(lake, s.good_match_only, s.val_fraction, frames=False)
+    frames = (lake.read("clip_frames").filter(F.col("role") == "uniform").join(clips, "clip_id", "left_semi")
+              .select("clip_id", "frame_idx", ROW_HASH))
+    return content_fingerprint(clips, [dataclasses.asdict(s), content_fingerprint(frames, [])])
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -37,17 +37,21 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
     one clip whose captions are all degenerate and one without frames."""
     spark, rng = lake.spark, np.random.default_rng(7)
     ids = [f"clip-{i:03d}" for i in range(n_clips)] + ["clip-degenerate", "clip-no-frames"]
-    lake.merge("clips", lake.complete("clips", spark.createDataFrame(
-        [(c, f"video-{i % 2}", i, float(i), float(i + 1)) for i, c in enumerate(ids)],
-        "clip_id string, video_id string, clip_idx int, start_s double, end_s double")))
     lake.merge("videos", lake.complete("videos", spark.createDataFrame(
         [("video-0", "/v0.mp4", {"category": "Cooking"}), ("video-1", "/v1.mp4", {"category": "Travel"})],
         "video_id string, path string, extra map<string,string>")))
+    lake.merge("clips", lake.complete("clips", spark.createDataFrame(
+        [(c, f"video-{i % 2}", i, float(i), float(i + 1), "seed") for i, c in enumerate(ids)],
+        "clip_id string, video_id string, clip_idx int, start_s double, end_s double, params_hash string")))
     frames = [(c, k, f"video-{i % 2}", k, "uniform", 64, 64, encode_jpeg(f))
               for i, c in enumerate(ids[:-1]) for k, f in enumerate(color_frames(_color_of(i), 2, rng))]
     lake.merge("clip_frames", spark.createDataFrame(
         frames, "clip_id string, frame_idx int, video_id string, frame_number bigint, role string, "
                 "width int, height int, jpeg binary"))
+    # the videos' split is committed (as split does after writing their clips and frames)
+    lake.commit("split", spark.createDataFrame([(f"video-{i}", "seed") for i in range(2)], "key string, version string")
+                .select("*", F.lit(None).cast("string").alias("input_hash"),
+                        F.lit(None).cast("map<string,bigint>").alias("outputs")))
     captions = [(c, t, f"{t}@1", f"a {t[2:]} scene in the video", c == "clip-degenerate")
                 for c in ids for t in TEACHERS]
     lake.merge("candidate_captions", spark.createDataFrame(
