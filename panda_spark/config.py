@@ -287,6 +287,9 @@ class StudentSettings:
     # training processes share (a Volume, EFS/NFS mount) when local_mode is false.
     # Empty: <paths.root>/student/checkpoints
     checkpoint_dir: str | None = None
+    # Clips per wave of training-row building (encoder features, token ids), each committed to the
+    # student_rows table: a killed job loses one wave, and the next training builds new clips only.
+    wave_clips: int = field(default=8192, metadata=_spec(minimum=1))
     registered_model: str = "panda-student"
     alias: str = "candidate"
 

@@ -59,6 +59,9 @@ STAGES: dict[str, StageDef] = {s.name: s for s in [
              help="write Panda-70M CSVs and webdataset shards into export.path"),
     StageDef("import-panda-csv", "panda_spark.dataset.import_stage", gpu=False,
              help="load published Panda-70M CSVs into videos, clips, shots and captions", in_pipeline=False),
+    StageDef("maintain", "panda_spark.maintain", gpu=False,
+             help="cluster, OPTIMIZE and VACUUM the Delta tables (the bundle's daily maintenance job)",
+             in_pipeline=False),
 ]}
 
 PIPELINE_STAGES: tuple[str, ...] = tuple(name for name, s in STAGES.items() if s.in_pipeline)

@@ -7,6 +7,8 @@ GPU instance group, and submit the pipeline's stages as spark-submit steps (depl
     python deploy/emr/submit.py cluster --s3-prefix s3://bucket/panda-spark/0.1.0
     python deploy/emr/submit.py steps   --s3-prefix s3://bucket/panda-spark/0.1.0 --cluster-id j-XXXX \\
         --manifest s3://panda-raw-videos/manifest.csv
+    python deploy/emr/submit.py steps   --s3-prefix s3://bucket/panda-spark/0.1.0 --cluster-id j-XXXX \\
+        --stages maintain                                             # table maintenance, e.g. nightly
 
 `--dry-run` prints, as one JSON document, the commands and the files they would read instead of
 writing and running them. The step and cluster settings come from the conf (conf/emr.yaml).
@@ -314,7 +316,9 @@ def parser() -> argparse.ArgumentParser:
     cluster.add_argument("--log-uri", help="s3:// prefix for the cluster's and steps' logs")
     steps = sub.add_parser("steps", parents=[base, conf], help="aws emr add-steps: one spark-submit step per stage")
     steps.add_argument("--cluster-id", required=True, help="j-...")
-    steps.add_argument("--stages", default=",".join(PIPELINE_STAGES), help="comma-separated (default: the pipeline)")
+    steps.add_argument("--stages", default=",".join(PIPELINE_STAGES), help=(
+        "comma-separated (default: the pipeline; run only when named: "
+        f"{', '.join(s for s in STAGES if s not in PIPELINE_STAGES)})"))
     steps.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                        help="conf override passed to every step (repeatable)")
     steps.add_argument("--manifest", help="ingest's manifest (default: conf key ingest.manifest)")

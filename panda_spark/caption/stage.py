@@ -77,11 +77,14 @@ def _error_row(clip_id: str, teacher: TeacherSettings, version: str, error_class
             "error_class": error_class, "message": message}
 
 
-def clip_rows(lake: Lakehouse, clip_ids: DataFrame) -> DataFrame:
-    """The clips of `clip_ids` (committed by split, not imported: those have published captions and
-    no frames) with their stored frames and their video's subtitles, title and description."""
-    clips = lake.visible_clips(imported=False).join(clip_ids, "clip_id", "left_semi").select(
-        "clip_id", "video_id", "start_s", "end_s").localCheckpoint(eager=True)
+def clip_rows(lake: Lakehouse, clip_ids: DataFrame | None = None) -> DataFrame:
+    """The clips of `clip_ids` (default: all) that split committed (not imported ones: those have
+    published captions and no frames) with their stored frames and their video's subtitles, title
+    and description."""
+    clips = lake.visible_clips(imported=False)
+    if clip_ids is not None:
+        clips = clips.join(clip_ids, "clip_id", "left_semi")
+    clips = clips.select("clip_id", "video_id", "start_s", "end_s").localCheckpoint(eager=True)
     videos = lake.rows_of_videos("videos", clips).select("video_id", "subtitles", "title", "description")
     return (clips.join(videos, "video_id", "left").join(lake.frames_for(clips, role=None), "clip_id", "left")
             .drop("video_id"))

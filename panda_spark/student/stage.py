@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from functools import partial
 
@@ -31,13 +33,15 @@ from panda_spark.splits import held_out_column
 from panda_spark.student.data import NUMERIC_COLUMNS, PetastormLoader, row_schema, student_rows
 from panda_spark.student.model import StudentConfig
 from panda_spark.tables import ROW_HASH, Lakehouse
+from panda_spark.waves import waves
 from panda_spark.tiny_models import resolve_model
 
 log = logging.getLogger(__name__)
 STAGE = "train-student"
+FEATURES_VERSION = "student-rows-1"
 
 
-def clip_inputs(lake: Lakehouse, clips: DataFrame, frames: bool = True) -> DataFrame:
+def clip_inputs(lake: Lakehouse, clips: DataFrame, frames: bool = True, keep_video_id: bool = False) -> DataFrame:
     """`clips` (clip_id, ...) with what the student reads: start_s, end_s, the video's subtitle cues,
     title and description, and (with `frames`) the clip's uniform frames (NULL when it has none).
     Clips of imported videos have no frames and are not training clips."""
@@ -48,15 +52,33 @@ def clip_inputs(lake: Lakehouse, clips: DataFrame, frames: bool = True) -> DataF
     inputs = inputs.join(videos, "video_id", "left")
     if frames:
         inputs = inputs.join(lake.frames_for(inputs), "clip_id", "left")
-    return inputs.drop("video_id")
+    return inputs if keep_video_id else inputs.drop("video_id")
 
 
-def training_clips(lake: Lakehouse, good_match_only: bool, val_fraction: float, frames: bool = True) -> DataFrame:
+def training_inputs(lake: Lakehouse, cfg: Config) -> DataFrame:
+    """One row per training clip (a selected caption; only good matches with
+    `student.good_match_only`): clip_id, video_id, caption, held_out, its texts, and `inputs_hash`,
+    the hash of everything its training row is built from (caption, texts, times and the stored
+    hashes of its uniform frames: no frame is read)."""
+    s = cfg.student
     captions = lake.read("captions").filter(F.col("caption").isNotNull())
-    if good_match_only:
+    if s.good_match_only:
         captions = captions.filter("good_match")
-    return (clip_inputs(lake, captions.select("clip_id", "caption"), frames)
-            .withColumn("held_out", held_out_column(val_fraction)))
+    clips = clip_inputs(lake, captions.select("clip_id", "caption"), frames=False, keep_video_id=True)
+    frames = (lake.rows_of_videos("clip_frames", clips).filter(F.col("role") == "uniform")
+              .join(clips, "clip_id", "left_semi").groupBy("clip_id")
+              .agg(F.sha2(F.to_json(F.array_sort(F.collect_list(F.struct("frame_idx", ROW_HASH)))), 256)
+                   .alias("frames_hash")))
+    hashed = F.sha2(F.to_json(F.struct("caption", "cues", "title", "description", "start_s", "end_s", "frames_hash")), 256)
+    return (clips.join(frames, "clip_id", "left").withColumn("inputs_hash", hashed).drop("frames_hash")
+            .withColumn("held_out", held_out_column(s.val_fraction)))
+
+
+def features_version(config: StudentConfig) -> str:
+    """What decides a clip's training row besides its inputs: the encoder, tokenizer and lengths."""
+    settings = [FEATURES_VERSION, config.vision_model, config.language_model, config.num_frames,
+                config.max_text_tokens, config.max_caption_tokens]
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def student_config(cfg: Config, vision_dim: int) -> StudentConfig:
@@ -89,7 +111,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     config = student_config(cfg, vision_dim=feature_dim(AutoConfig.from_pretrained(vision)))
     # What training would read, fingerprinted before any feature is computed: a rerun on the same
     # clips, captions, texts, frames and settings costs a scan of narrow columns.
-    fingerprint = _fingerprint(lake, cfg)
+    inputs = training_inputs(lake, cfg).localCheckpoint(eager=True)
+    fingerprint = content_fingerprint(inputs.select("clip_id", "held_out", "inputs_hash"), dataclasses.asdict(s))
     experiment_id = start_experiment(cfg)
     done = finished_run_with(fingerprint)
     if done:
@@ -97,19 +120,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         report.counts.update(trained=0)
         return report.finish(rows_in=0, rows_out=0)
 
-    spark.sparkContext.setJobDescription("train-student: frame features and token ids")
-    rows = training_clips(lake, s.good_match_only, s.val_fraction).repartition(
-        spark.sparkContext.defaultParallelism).mapInPandas(
-        partial(student_rows, vision_model=config.vision_model, language_model=config.language_model,
-                num_frames=s.num_frames, max_text_tokens=s.max_text_tokens, max_caption_tokens=s.max_caption_tokens),
-        row_schema()).localCheckpoint(eager=True)
-    ok = rows.filter("status = 'ok'")
-    errored = lake.record_errors(STAGE, rows.filter("status = 'error'").select(
-        F.col("clip_id").alias("key"), "error_class", "message",
-        F.to_json(F.struct("clip_id")).alias("input_snapshot"))).total
-    lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
-    train_n, val_n = ok.filter("NOT held_out").count(), ok.filter("held_out").count()
-    report.counts.update(train=train_n, val=val_n, errored=errored)
+    version = features_version(config)
+    errored, built = build_rows(lake, cfg, config, inputs, version)
+    rows = (lake.read("student_rows").filter(F.col("features_version") == version).drop("caption")
+            .join(inputs.select("clip_id", "inputs_hash", "caption", "held_out"), ["clip_id", "inputs_hash"]))
+    train_n, val_n = rows.filter("NOT held_out").count(), rows.filter("held_out").count()
+    report.counts.update(train=train_n, val=val_n, built=built, errored=errored)
     if train_n < s.num_processes or not val_n:
         raise ConfigError(f"conf key 'student.val_fraction': {train_n} training and {val_n} held-out clips with "
                           f"captions and frames; train-student needs at least student.num_processes="
@@ -119,10 +135,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache)
     numeric = list(NUMERIC_COLUMNS)
     # petastorm shards by file: at least one file per process
-    train_rows = ok.filter("NOT held_out").select(numeric).repartition(max(s.num_processes, train_n // 2048))
-    val_rows = ok.filter("held_out").select(numeric).repartition(max(s.num_processes, val_n // 2048))
+    train_rows = rows.filter("NOT held_out").select(numeric).repartition(max(s.num_processes, train_n // 2048))
+    val_rows = rows.filter("held_out").select(numeric).repartition(max(s.num_processes, val_n // 2048))
     train_converter, val_converter = make_spark_converter(train_rows), make_spark_converter(val_rows)
-    eval_rows = ok.filter("held_out").orderBy("clip_id").limit(s.eval_clips).toPandas()
+    eval_rows = (rows.filter("held_out").orderBy("clip_id").limit(s.eval_clips)
+                 .select("clip_id", "caption", "held_out", *numeric).toPandas())
     checkpoints = f"{(s.checkpoint_dir or cfg.paths.root.rstrip('/') + '/student/checkpoints').rstrip('/')}/{fingerprint}"
     client = mlflow.MlflowClient()
     run = client.create_run(experiment_id, run_name=f"{STAGE} {run_id[:8]}",
@@ -160,14 +177,32 @@ def _example(lake: Lakehouse, clip_id: str, num_frames: int):
     return pd.DataFrame({"frames": [[bytes(r.jpeg) for r in frames][:num_frames]], "metadata": [""], "subtitles": [""]})
 
 
-def _fingerprint(lake: Lakehouse, cfg: Config) -> str:
-    """The training inputs' fingerprint: every training clip's caption, texts and held-out flag, and
-    the stored hashes of its uniform frames (no frame is read), with the student settings."""
+def build_rows(lake: Lakehouse, cfg: Config, config: StudentConfig, inputs: DataFrame, version: str) -> tuple[int, int]:
+    """Build the `student_rows` of the clips in `inputs` that have none for these inputs and
+    `version`, in waves of `student.wave_clips` (frozen encoder features, token ids), each wave
+    committed (errors first, the rows last). Returns (errored, built)."""
     s = cfg.student
-    clips = training_clips(lake, s.good_match_only, s.val_fraction, frames=False)
-    frames = (lake.read("clip_frames").filter(F.col("role") == "uniform").join(clips, "clip_id", "left_semi")
-              .select("clip_id", "frame_idx", ROW_HASH))
-    return content_fingerprint(clips, [dataclasses.asdict(s), content_fingerprint(frames, [])])
+    done = lake.read("student_rows").filter(F.col("features_version") == version).select("clip_id", "inputs_hash")
+    pending = inputs.join(done, ["clip_id", "inputs_hash"], "left_anti")
+    build = partial(student_rows, vision_model=config.vision_model, language_model=config.language_model,
+                    num_frames=s.num_frames, max_text_tokens=s.max_text_tokens, max_caption_tokens=s.max_caption_tokens)
+    errored = built = 0
+    for wave in waves(pending, "clip_id", s.wave_clips, STAGE, "clips"):
+        lake.spark.sparkContext.setJobDescription(f"train-student: wave {wave.index + 1}: frame features and token ids")
+        todo = pending.join(wave.keys, "clip_id", "left_semi")
+        todo = todo.join(lake.frames_for(todo), "clip_id", "left").drop("video_id", "inputs_hash")
+        rows = (todo.repartition(lake.spark.sparkContext.defaultParallelism).mapInPandas(build, row_schema())
+                .localCheckpoint(eager=True))
+        ok = rows.filter("status = 'ok'")
+        errored += lake.record_errors(STAGE, rows.filter("status = 'error'").select(
+            F.col("clip_id").alias("key"), "error_class", "message",
+            F.to_json(F.struct("clip_id")).alias("input_snapshot"))).total
+        lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
+        merged = lake.merge("student_rows", ok.join(pending.select("clip_id", "inputs_hash"), "clip_id")
+                            .withColumn("features_version", F.lit(version)))
+        built += merged.inserted + merged.updated
+        wave.done(rows.count())
+    return errored, built
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

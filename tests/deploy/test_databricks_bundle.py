@@ -1,5 +1,6 @@
-"""databricks.yml checked offline against what its job runs: the pipeline's stages, the CLI that
-parses each task's parameters, the conf those parameters load, and the clusters the stages need.
+"""databricks.yml checked offline against what its jobs run: the pipeline's stages (panda_pipeline)
+and the table maintenance (panda_maintain), the CLI that parses each task's parameters, the conf
+those parameters load, and the clusters the stages need.
 
 `${var.*}` become the variables' defaults (or other values: the catalog and schema variables must
 reach every conf key that names them) and `${workspace.file_path}` this checkout, which the bundle
@@ -33,6 +34,10 @@ OTHER_CATALOG = {"catalog": "lab", "schema": "panda_test"}
 # GPU instance families: AWS, Azure (NC/ND/NV), GCP (a2, a3, g2)
 GPU_NODE = re.compile(r"^(g4dn|g5|g6e?|p3|p4de?|p5e?)\.|^Standard_N[CDV]|^(a2|a3|g2)-")
 REF = re.compile(r"\$\{([\w.-]+)\}")
+PIPELINE_JOB, MAINTAIN_JOB = "panda_pipeline", "panda_maintain"
+# stage → the bundle job whose task runs it; the stages not here run by hand only (one-off loads)
+JOB_OF = {**{stage: PIPELINE_JOB for stage in PIPELINE_STAGES}, "maintain": MAINTAIN_JOB}
+UNSCHEDULED = {"import-panda-csv"}  # needs a --csv of published metadata: run it when you have one
 
 
 # ---------------------------------------------------------------- the bundle, resolved
@@ -66,16 +71,16 @@ def _resolve(node, values: dict):
     return value(whole.group(1)) if whole else REF.sub(lambda m: str(value(m.group(1))), node)
 
 
-def job(bundle: dict) -> dict:
-    return bundle["resources"]["jobs"]["panda_pipeline"]
+def job(bundle: dict, name: str = PIPELINE_JOB) -> dict:
+    return bundle["resources"]["jobs"][name]
 
 
-def tasks(bundle: dict) -> dict[str, dict]:
-    return {task["task_key"]: task for task in job(bundle)["tasks"]}
+def tasks(bundle: dict, name: str = PIPELINE_JOB) -> dict[str, dict]:
+    return {task["task_key"]: task for task in job(bundle, name)["tasks"]}
 
 
-def clusters(bundle: dict) -> dict[str, dict]:
-    return {c["job_cluster_key"]: c["new_cluster"] for c in job(bundle)["job_clusters"]}
+def clusters(bundle: dict, name: str = PIPELINE_JOB) -> dict[str, dict]:
+    return {c["job_cluster_key"]: c["new_cluster"] for c in job(bundle, name)["job_clusters"]}
 
 
 @lru_cache
@@ -130,7 +135,7 @@ def artifact_problems(bundle: dict) -> list[str]:
     if dist:
         setup = setup_kwargs()
         built = f"{dist.group(1).strip('./')}/{normalized(setup['name'])}-{setup['version']}-py3-none-any.whl"
-        for key, task in tasks(bundle).items():
+        for key, task in [item for name in bundle["resources"]["jobs"] for item in tasks(bundle, name).items()]:
             globs = [lib.get("whl", "").removeprefix("./") for lib in task.get("libraries", [])]
             problems += failed((len(globs) == 1 and fnmatch.fnmatch(built, globs[0]),
                                 f"task '{key}': libraries {task.get('libraries')} do not install the built {built}"))
@@ -151,12 +156,12 @@ def parse_parameters(parameters: list[str]) -> tuple[argparse.Namespace | None, 
 
 
 def task_problems(bundle: dict, values: dict, stage: str) -> list[str]:
-    task = tasks(bundle).get(stage)
+    task = tasks(bundle, JOB_OF[stage]).get(stage)
     if task is None:
-        return [f"no task '{stage}'"]
+        return [f"no task '{stage}' in job {JOB_OF[stage]}"]
     wheel, setup = task.get("python_wheel_task", {}), setup_kwargs()
     package = wheel.get("package_name", "")
-    cluster = clusters(bundle).get(task.get("job_cluster_key"), {})
+    cluster = clusters(bundle, JOB_OF[stage]).get(task.get("job_cluster_key"), {})
     problems = failed(
         (wheel.get("entry_point") in console_scripts(),
          f"entry_point {wheel.get('entry_point')!r} is not a console script of setup.py {sorted(console_scripts())}"),
@@ -252,6 +257,10 @@ def stage_problems(stage: str, args: argparse.Namespace, cfg: Config, values: di
              f"{slots} slots < student.num_processes {cfg.student.num_processes}"),
             (not cfg.spark.dynamic_allocation, "spark.dynamic_allocation is on: a barrier stage needs it off"),
         )
+    if stage == "maintain":  # a scheduled VACUUM below Delta's 7 days breaks readers of older snapshots
+        return failed((cfg.maintain.vacuum_retention_hours >= 168 and not cfg.maintain.tables,
+                       f"maintain.vacuum_retention_hours {cfg.maintain.vacuum_retention_hours} (expected ≥ 168) / "
+                       f"maintain.tables {cfg.maintain.tables} (expected empty: every table)"))
     return []
 
 
@@ -285,8 +294,34 @@ def test_the_job_runs_the_pipeline_stages_in_order():
     assert order_problems(load_bundle()[0]) == []
 
 
+def test_every_stage_is_a_task_of_the_job_it_belongs_to_and_of_no_other():
+    bundle, _ = load_bundle()
+    assert set(bundle["resources"]["jobs"]) == {PIPELINE_JOB, MAINTAIN_JOB}
+    assert set(STAGES) == set(JOB_OF) | UNSCHEDULED and not set(JOB_OF) & UNSCHEDULED
+    for stage in STAGES:
+        jobs = {name for name in bundle["resources"]["jobs"] if stage in tasks(bundle, name)}
+        assert jobs == ({JOB_OF[stage]} if stage in JOB_OF else set()), stage
+    assert list(tasks(bundle, MAINTAIN_JOB)) == ["maintain"] and not STAGES["maintain"].in_pipeline
+
+
+def test_the_maintenance_job_runs_daily_on_the_pipelines_cpu_cluster():
+    bundle, values = load_bundle()
+    maintenance = job(bundle, MAINTAIN_JOB)
+    schedule = maintenance["schedule"]
+    seconds, minutes, hours, day, month, weekday = schedule["quartz_cron_expression"].split()
+    assert (seconds, minutes, day, month, weekday) == ("0", "0", "*", "*", "?") and 0 <= int(hours) <= 23  # daily
+    assert schedule["timezone_id"] == "UTC"
+    assert schedule["pause_status"] == values["maintain_pause_status"] == "UNPAUSED"
+    assert job(load_bundle(maintain_pause_status="PAUSED")[0], MAINTAIN_JOB)["schedule"]["pause_status"] == "PAUSED"
+    raw = yaml.safe_load((REPO / "databricks.yml").read_text(encoding="utf-8"))
+    assert raw["targets"]["dev"]["variables"]["maintain_pause_status"] == "PAUSED"  # dev keeps it paused
+    assert maintenance["max_concurrent_runs"] == 1
+    assert clusters(bundle, MAINTAIN_JOB) == {"cpu": clusters(bundle)["cpu"]}
+    assert tasks(bundle, MAINTAIN_JOB)["maintain"]["job_cluster_key"] == "cpu"
+
+
 @pytest.mark.parametrize("variables", [{}, OTHER_CATALOG], ids=["defaults", "other-catalog"])
-@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+@pytest.mark.parametrize("stage", tuple(JOB_OF))
 def test_each_task_runs_its_stage_on_its_cluster_with_the_bundles_conf(stage, variables):
     bundle, values = load_bundle(**variables)
     assert task_problems(bundle, values, stage) == []
@@ -331,6 +366,14 @@ def test_the_checks_catch_a_broken_bundle():
     assert found(order_problems(broken),
                  "task 'select' depends_on [{'task_key': 'caption'}], expected [{'task_key': 'split'}]")
     assert task_problems(broken, values, "ingest") == []  # the untouched task stays clean
+    # the maintenance job: a VACUUM below 7 days, or its task moved into the pipeline job
+    maintenance = tasks(broken, MAINTAIN_JOB)["maintain"]
+    maintenance["python_wheel_task"]["parameters"] += ["--set", "maintain.vacuum_retention_hours=24"]
+    assert found(task_problems(broken, values, "maintain"), "maintain.vacuum_retention_hours 24 (expected ≥ 168)")
+    job(broken, MAINTAIN_JOB)["tasks"] = []
+    job(broken)["tasks"].append(maintenance)
+    assert task_problems(broken, values, "maintain") == ["no task 'maintain' in job panda_maintain"]
+    assert found(order_problems(broken), "!= PIPELINE_STAGES")
     # the GPU cluster shrunk to one worker: too few GPU slots for the student's processes
     gpu_stage, _ = load_bundle()
     clusters(gpu_stage)["gpu"]["num_workers"] = 1

@@ -86,6 +86,23 @@ def test_each_step_runs_its_job_with_arguments_the_cli_and_conf_accept(steps):
             assert parsed.labels == LABELS
 
 
+def test_maintain_is_a_cpu_step_only_when_asked_for(steps, cfg):
+    assert "maintain" not in PIPELINE_STAGES and "panda-spark maintain" not in [s["Name"] for s in steps]
+    (step,) = submit.build_steps(cfg, "emr.yaml", PREFIX, ("maintain",))
+    options, settings, job, app_args = spark_submit(step)
+    assert step["Name"] == "panda-spark maintain" and job == f"{PREFIX}/jobs/maintain.py"
+    assert (REPO / "jobs" / "maintain.py").is_file()
+    parsed = build_parser().parse_args(["maintain", *app_args])
+    assert parsed.command == "maintain" and options["--files"] == f"{PREFIX}/conf/{parsed.conf}"
+    maintain = load_config(REPO / "conf" / parsed.conf, parsed.overrides).maintain
+    assert maintain.vacuum_retention_hours >= 168 and maintain.tables == []  # Delta's safe retention, every table
+    assert not set(GPU_KEYS) & set(settings)
+    # no GPU keys needed for it, as for the other CPU stages
+    cpu_only = load_config(REPO / "conf" / "emr.yaml", ["spark.gpu.executor_gpus=0", "spark.gpu.task_gpus=0"])
+    assert [s["Name"] for s in submit.build_steps(cpu_only, "emr.yaml", PREFIX, ("maintain",))] == \
+        ["panda-spark maintain"]
+
+
 def test_steps_use_delta_from_the_image_and_the_glue_catalog(steps):
     for step in steps:
         options, settings, _, _ = spark_submit(step)
