@@ -118,6 +118,15 @@ TABLES: dict[str, TableSpec] = {
             comment="The selected (gold) caption per clip (select)",
         ),
         TableSpec(
+            "student_rows",
+            "clip_id STRING NOT NULL, features_version STRING NOT NULL, inputs_hash STRING, caption STRING, "
+            "frame_features ARRAY<FLOAT>, caption_ids ARRAY<INT>, caption_mask ARRAY<INT>, metadata_ids ARRAY<INT>, "
+            "metadata_mask ARRAY<INT>, subtitles_ids ARRAY<INT>, subtitles_mask ARRAY<INT>",
+            key=("clip_id", "features_version"), cluster_by=("clip_id",),
+            comment="Student training rows: frozen-encoder frame features and token ids per clip, built in "
+                    "waves and kept for the next training (train-student)",
+        ),
+        TableSpec(
             "selection_labels",
             "clip_id STRING NOT NULL, annotator STRING NOT NULL, chosen_teacher STRING, "
             "chosen_caption STRING, source STRING",
@@ -453,7 +462,7 @@ class Lakehouse:
 
 # Tables whose rows belong to one clip, besides `clips`, and the stages whose error keys start
 # with a clip_id (`<clip_id>` or `<clip_id>/<teacher or annotator>`).
-CLIP_TABLES = ("clip_frames", "candidate_captions", "captions", "selection_labels")
+CLIP_TABLES = ("clip_frames", "candidate_captions", "captions", "selection_labels", "student_rows")
 CLIP_KEYED_STAGES = ("caption", "select", "train-student", "selection_labels")
 # How far the clocks of two drivers that wrote one lakehouse may disagree (see rows_of_videos).
 CLOCK_SKEW = timedelta(hours=1)
