@@ -198,7 +198,7 @@ class Lakehouse:
     """Names, creates, reads and MERGEs the pipeline's tables for one config.
 
     Every write is one Delta commit of materialised rows, retried with backoff when it loses a
-    conflict to another writer (:meth:`_committing`); `commit_hooks` are called after each commit
+    conflict to another writer (:meth:`committing`); `commit_hooks` are called after each commit
     with (table, operation), which is how tests stop a stage between two commits."""
 
     commit_hooks: list[Callable[[str, str], None]] = []
@@ -301,7 +301,7 @@ class Lakehouse:
         if source.isEmpty():
             return 0
         condition = " AND ".join(f"t.`{c}` = s.`{c}`" for c in on) + self._pruning(table, source)
-        metrics = self._committing(table, "delete", lambda view: self.spark.sql(
+        metrics = self.committing(table, "delete", lambda view: self.spark.sql(
             f"MERGE INTO {self.name(table)} t USING {view} s ON {condition} WHEN MATCHED THEN DELETE").first(),
             source)
         return int(metrics["num_deleted_rows"])
@@ -325,7 +325,7 @@ class Lakehouse:
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key) + self._pruning(table, source)
         delete = "WHEN MATCHED AND s._delete THEN DELETE " if stale is not None else ""
         insert_if = "AND NOT s._delete " if stale is not None else ""
-        metrics = self._committing(table, "merge", lambda view: self.spark.sql(
+        metrics = self.committing(table, "merge", lambda view: self.spark.sql(
             f"MERGE INTO {self.name(table)} t USING {view} s ON {on} {delete}"
             f"WHEN MATCHED AND NOT ({same_content}) THEN UPDATE SET {updated} "
             f"WHEN NOT MATCHED {insert_if}THEN INSERT ({_cols('', columns)}) VALUES ({_cols('s', columns)})"
@@ -346,7 +346,7 @@ class Lakehouse:
             return ""
         return f" AND t.`{column}` IN ({', '.join(repr_sql(v[0]) for v in values)})"
 
-    def _committing(self, table: str, operation: str, write: Callable[[str], T], source: DataFrame | None = None) -> T:
+    def committing(self, table: str, operation: str, write: Callable[[str], T], source: DataFrame | None = None) -> T:
         """Run `write(view)` (one Delta commit; `view` names `source`), retrying a lost conflict with
         exponential backoff up to catalog.write_retries times, then :class:`WriteConflict`."""
         view = f"_{operation}_source_{table}"
@@ -495,8 +495,8 @@ _FILLED = {
     "created_at": lambda run_id: F.current_timestamp(),
     "updated_at": lambda run_id: F.current_timestamp(),
 }
-# Bookkeeping columns: a row that differs only in these is unchanged.
-_NOT_COMPARED = {*AUDIT_COLUMNS, ROW_HASH, "time"}
+# Bookkeeping columns: a row that differs only in these is unchanged (generation_s: a timing).
+_NOT_COMPARED = {*AUDIT_COLUMNS, ROW_HASH, "time", "generation_s"}
 
 
 def row_hash_sql(table: str, alias: str = "", replaced: dict[str, str] | None = None) -> str:

@@ -60,3 +60,57 @@ def test_errors_hold_one_current_row_per_stage_and_key(lakehouse):
     lakehouse.clear_errors("ingest", spark.createDataFrame([Row(key="v1"), Row(key="zzz")]))
     left = sorted((r.stage, r.key, r.error_class, r.run_id) for r in spark.table(table).collect())
     assert left == [("ingest", "v2", "FileNotFound", "test-run"), ("split", "v1", "CorruptVideo", "test-run")]
+
+
+def _frames(spark, *rows):
+    return spark.createDataFrame([(c, 0, "v", 0, "uniform", 2, 2, jpeg) for c, jpeg in rows],
+                                 "clip_id string, frame_idx int, video_id string, frame_number bigint, role string, "
+                                 "width int, height int, jpeg binary")
+
+
+def test_change_detection_compares_the_stored_row_hash_binary_columns_included(lakehouse):
+    from panda_spark.tables import row_hash_sql
+
+    spark, table = lakehouse.spark, lakehouse.name("clip_frames")
+    lakehouse.merge("clip_frames", _frames(spark, ("c1", b"\xff\xd8one"), ("c2", b"\xff\xd8two")))
+    assert lakehouse.merge("clip_frames", _frames(spark, ("c1", b"\xff\xd8one"), ("c2", b"\xff\xd8TWO"))) == \
+        MergeCounts(inserted=0, updated=1, unchanged=1)
+    rows = spark.sql(f"SELECT clip_id, jpeg, row_hash, {row_hash_sql('clip_frames')} AS fresh FROM {table}").collect()
+    assert {r.clip_id: bytes(r.jpeg) for r in rows} == {"c1": b"\xff\xd8one", "c2": b"\xff\xd8TWO"}
+    assert all(r.row_hash == r.fresh and len(r.row_hash) == 64 for r in rows)
+    assert len({r.row_hash for r in rows}) == 2
+
+
+def test_a_table_of_an_older_version_gets_its_new_columns_and_clustering(lakehouse):
+    from panda_spark.tables import Lakehouse
+
+    spark, spec = lakehouse.spark, TABLES["selection_labels"]
+    name = lakehouse.name("selection_labels")
+    old_ddl = f"{spec.columns}, run_id STRING, created_at TIMESTAMP, updated_at TIMESTAMP"
+    location = lakehouse._location("selection_labels")
+    spark.sql(f"CREATE TABLE {name} ({old_ddl}) USING DELTA LOCATION '{location}'")
+    spark.sql(f"INSERT INTO {name} VALUES ('c1', 'ann', 'git', NULL, 'csv', 'old', current_timestamp(), current_timestamp())")
+    fresh = Lakehouse(spark, lakehouse.cfg, "new")
+    counts = fresh.merge("selection_labels", _labels(spark, ("c1", "ann", "git"), ("c2", "ann", "blip2")))
+    assert counts == MergeCounts(inserted=1, updated=1, unchanged=0)  # the old row had no hash yet
+    detail = spark.sql(f"DESCRIBE DETAIL {name}").first()
+    assert detail["clusteringColumns"] == ["clip_id"]
+    assert spark.table(name).filter("row_hash IS NULL").count() == 0
+    assert fresh.merge("selection_labels", _labels(spark, ("c1", "ann", "git"))).unchanged == 1
+
+
+def test_waves_cover_every_pending_key_once_in_bounded_waves(lakehouse):
+    from panda_spark.waves import waves
+
+    spark = lakehouse.spark
+    pending = spark.range(1000).selectExpr("cast(id as string) AS clip_id", "id % 3 AS teacher")
+    seen, sizes, lines = [], [], []
+    for wave in waves(pending, "clip_id", 128, "test", "clips"):
+        keys = [r.clip_id for r in wave.keys.collect()]
+        seen += keys
+        sizes.append(len(keys))
+        lines.append(wave.done(len(keys)))
+    assert sorted(seen) == sorted(str(i) for i in range(1000))  # each key once
+    assert len(sizes) == 8 and max(sizes) < 2 * 128  # ceil(1000 / 128) waves of about 128
+    assert lines[-1].startswith("test: wave 8 of 8: 1000/1000 clips (") and "ETA 0:00:00" in lines[-1]
+    assert list(waves(pending.limit(0), "clip_id", 128, "test", "clips")) == []

@@ -107,10 +107,10 @@ def regrade(lake: Lakehouse, threshold: float) -> int:
     needs no re-scoring); the number of rows whose flag changed."""
     lake.spark.sparkContext.setJobDescription(f"select: good_match at threshold {threshold}")
     good = f"(matching_score > {float(threshold)!r})"
-    metrics = lake.spark.sql(
+    metrics = lake.committing("captions", "update", lambda _: lake.spark.sql(
         f"UPDATE {lake.name('captions')} SET good_match = {good}, updated_at = current_timestamp(), "
         f"{ROW_HASH} = {row_hash_sql('captions', replaced={'good_match': good})} "
-        f"WHERE NOT (good_match <=> {good})").first()
+        f"WHERE NOT (good_match <=> {good})").first())
     return int(metrics["num_affected_rows"]) if metrics is not None else 0
 
 
