@@ -72,3 +72,12 @@ def lakehouse(spark, make_cfg):
 
     cfg = make_cfg()
     return Lakehouse(get_spark(cfg), cfg, run_id="test-run")
+
+
+def commit_split(lake, video_ids, version: str = "seed") -> None:
+    """Mark the videos' split as committed with params hash `version`, as split does after writing
+    their shots, clips and frames: tests that write `clips` rows directly (params_hash `version`)
+    call this so that readers see them."""
+    rows = lake.spark.createDataFrame([(v, version) for v in video_ids], "key string, version string")
+    lake.commit("split", rows.selectExpr("*", "CAST(NULL AS STRING) AS input_hash",
+                                         "CAST(NULL AS MAP<STRING, BIGINT>) AS outputs"))

@@ -1,12 +1,15 @@
-"""Export writers run in tasks: Panda-70M CSV parts and webdataset tar shards. No Spark.
+"""Export writers run in tasks: Panda-70M CSV files and webdataset tar shards. No Spark.
 
-Both adapters take rows sorted by their output file (`part` / `shard`, every row of one file in the
-same task), write each file locally, then publish it to the export's staging directory (a local
-dir or an fsspec URI); the driver swaps the staging directories into place (:func:`swap_in`).
+Both adapters take rows sorted by their output file (`file`, every row of one file in the same
+task), write each file locally, then move the finished file into the wave's staging directory (a
+local dir or an fsspec URI) and report it: one status row per video (`written` / `error`) and one
+`file` row per file (rows, clips, sha256, bytes). The driver publishes staged files with
+:func:`replace_files` (an atomic rename locally; a whole-object move on object stores).
 Files are byte-for-byte reproducible: rows in video order, tar members with fixed metadata.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -22,8 +25,14 @@ from panda_spark.dataset.panda70m import ClipRecord, build_row, clip_shots, csv_
 from panda_spark.errors import InputError, MissingField
 from panda_spark.video.decode import decode_failure
 
-STATUS_SCHEMA = "file INT, video_id STRING, clips INT, status STRING, error_class STRING, message STRING"
+# One row per video (status written | error; rows, sha256, bytes NULL) and one per file (status
+# file; video_id NULL, rows = videos written into it, clips = their clips).
+STATUS_SCHEMA = ("file INT, video_id STRING, clips INT, status STRING, error_class STRING, message STRING, "
+                 "rows INT, sha256 STRING, bytes BIGINT")
 _STATUS_COLUMNS = [c.split()[0] for c in STATUS_SCHEMA.split(", ")]
+PROBE_SCHEMA = "video_id STRING, ok BOOLEAN, error_class STRING, message STRING"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def csv_name(part: int) -> str:
@@ -40,25 +49,43 @@ def clip_record(clip: dict) -> ClipRecord:
                       tuple((s["start_s"], s["end_s"]) for s in (() if clip["shots"] is None else clip["shots"])))
 
 
-class _PartFiles:
-    """The local file of the current part (rows come sorted by part), published to `out_dir` when
-    the next part starts and at close."""
+class _Files:
+    """The local file of the current output file (rows come sorted by file), moved to `out_dir`
+    when the next file starts and at close; `finished` collects one `file` status row per file."""
 
     def __init__(self, tmp: str, out_dir: str, name: Callable[[int], str], open_file: Callable[[str], Any]):
         self.tmp, self.out_dir, self.name, self.open_file = tmp, out_dir, name, open_file
-        self.part, self.handle = None, None
+        self.index, self.handle, self.rows, self.clips = None, None, 0, 0
+        self.finished: list[tuple] = []
 
-    def __call__(self, part: int):
-        if part != self.part:
+    def __call__(self, index: int):
+        if index != self.index:
             self.close()
-            self.part, self.handle = part, self.open_file(os.path.join(self.tmp, self.name(part)))
+            self.index, self.handle = index, self.open_file(os.path.join(self.tmp, self.name(index)))
+            self.rows = self.clips = 0
         return self.handle
+
+    def wrote(self, clips: int) -> None:
+        self.rows, self.clips = self.rows + 1, self.clips + clips
 
     def close(self) -> None:
         if self.handle is not None:
             self.handle.close()
-            publish(self.handle.name, f"{self.out_dir}/{self.name(self.part)}")
+            local = self.handle.name
+            digest, size = sha256_local(local)
+            publish(local, f"{self.out_dir}/{self.name(self.index)}")
+            self.finished.append((self.index, None, self.clips, "file", None, None, self.rows, digest, size))
             self.handle = None
+
+    def status(self, rows: list[tuple]) -> pd.DataFrame:
+        """This batch's video rows plus the files finished since the last call."""
+        rows, self.finished = rows + self.finished, []
+        return pd.DataFrame(rows, columns=_STATUS_COLUMNS)
+
+
+def _video_status(index: int, video_id: str, clips: int, status: str, error_class: str | None = None,
+                  message: str | None = None) -> tuple:
+    return index, video_id, clips, status, error_class, message, None, None, None
 
 
 def _open_csv(path: str):
@@ -68,50 +95,72 @@ def _open_csv(path: str):
 
 
 def write_csv_parts(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.DataFrame]:
-    """Rows (part, video_id, url, clips[start_s, end_s, caption, matching_score,
-    desirable_filtering, shots[start_s, end_s]]) sorted by part then video_id → one CSV per part."""
+    """Rows (file, video_id, url, clips[start_s, end_s, caption, matching_score,
+    desirable_filtering, shots[start_s, end_s]]) sorted by file then video_id → one CSV per file."""
     with tempfile.TemporaryDirectory() as tmp:
-        files = _PartFiles(tmp, out_dir, csv_name, _open_csv)
+        files = _Files(tmp, out_dir, csv_name, _open_csv)
         for batch in batches:
             status = []
-            for part, video_id, url, clips in zip(batch["part"], batch["video_id"], batch["url"], batch["clips"]):
-                fh = files(part)
+            for index, video_id, url, clips in zip(batch["file"], batch["video_id"], batch["url"], batch["clips"]):
+                fh = files(index)
                 try:
-                    fh.write(csv_line(build_row(video_id, url, [clip_record(c) for c in clips])))
-                    status.append((part, video_id, len(clips), "written", None, None))
+                    line = csv_line(build_row(video_id, url, [clip_record(c) for c in clips]))
                 except (InputError, TypeError, ValueError) as exc:  # a bad stored value must not stop the export
-                    status.append((part, video_id, 0, "error", *decode_failure(exc)))
-            yield pd.DataFrame(status, columns=_STATUS_COLUMNS)
+                    status.append(_video_status(index, video_id, 0, "error", *decode_failure(exc)))
+                    continue
+                fh.write(line)
+                files.wrote(len(clips))
+                status.append(_video_status(index, video_id, len(clips), "written"))
+            yield files.status(status)
         files.close()
+        yield files.status([])
 
 
 def write_shards(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.DataFrame]:
-    """Rows (shard, video_id, path, url, clips[the CSV fields + clip_id, clip_idx, start_frame,
-    end_frame, clip_path, teacher, teacher_version, good_match]) sorted by shard then video_id →
-    one tar per shard with `<clip_id>.mp4|.txt|.json` per clip. A video's clips without a stored
+    """Rows (file, video_id, path, url, clips[the CSV fields + clip_id, clip_idx, start_frame,
+    end_frame, clip_path, teacher, teacher_version, good_match]) sorted by file then video_id →
+    one tar per file with `<clip_id>.mp4|.txt|.json` per clip. A video's clips without a stored
     mp4 are cut from its source in one decode; a video that cannot be read is reported (its clips
     left out) and the shard goes on."""
     with tempfile.TemporaryDirectory() as tmp:
-        tars = _PartFiles(tmp, out_dir, shard_name, lambda p: tarfile.open(p, "w", format=tarfile.PAX_FORMAT))
+        tars = _Files(tmp, out_dir, shard_name, lambda p: tarfile.open(p, "w", format=tarfile.PAX_FORMAT))
         for batch in batches:
             status = []
-            for shard, video_id, path, url, clips in zip(batch["shard"], batch["video_id"], batch["path"], batch["url"],
+            for index, video_id, path, url, clips in zip(batch["file"], batch["video_id"], batch["path"], batch["url"],
                                                           batch["clips"]):
-                tar = tars(shard)
+                tar = tars(index)
                 clips = sorted(clips, key=lambda c: (c["start_s"], c["clip_id"]))
                 try:
                     media = clip_media(path, clips, tmp)
                 except Exception as exc:  # one unreadable video must not stop the shard
-                    status.append((shard, video_id, 0, "error", *decode_failure(exc)))
+                    status.append(_video_status(index, video_id, 0, "error", *decode_failure(exc)))
                     continue
                 for clip in clips:
                     key = clip["clip_id"]  # a uuid: no dots (webdataset splits keys at the first one)
                     _add(tar, f"{key}.mp4", media[key])
                     _add(tar, f"{key}.txt", clip["caption"].encode("utf-8"))
                     _add(tar, f"{key}.json", clip_meta(clip, video_id, url).encode("utf-8"))
-                status.append((shard, video_id, len(clips), "written", None, None))
-            yield pd.DataFrame(status, columns=_STATUS_COLUMNS)
+                tars.wrote(len(clips))
+                status.append(_video_status(index, video_id, len(clips), "written"))
+            yield tars.status(status)
         tars.close()
+        yield tars.status([])
+
+
+def probe_media(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Rows (video_id, path, clips) of videos whose shard write failed before → whether their
+    clips can be cut now (`PROBE_SCHEMA`); nothing is written. Used to retry only the videos that
+    were fixed, instead of rewriting the shard of every failing video on every run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in batches:
+            out = []
+            for video_id, path, clips in zip(batch["video_id"], batch["path"], batch["clips"]):
+                try:
+                    clip_media(path, list(clips), tmp)
+                    out.append((video_id, True, None, None))
+                except Exception as exc:  # the outcome is the answer
+                    out.append((video_id, False, *decode_failure(exc)))
+            yield pd.DataFrame(out, columns=["video_id", "ok", "error_class", "message"])
 
 
 def clip_media(path: str, clips: list[dict], tmp: str) -> dict[str, bytes]:
@@ -153,8 +202,18 @@ def clip_meta(clip: dict, video_id: str, url: str | None) -> str:
     }, ensure_ascii=False, sort_keys=True)
 
 
+def sha256_local(path: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def publish(local: str, target: str) -> None:
-    """Move a finished local file to `target` (a local path or an fsspec URI)."""
+    """Move a finished local file to `target` (a local path or an fsspec URI): a staging path,
+    so neither needs to be atomic."""
     if storage.is_uri(target):
         import fsspec
 
@@ -166,38 +225,87 @@ def publish(local: str, target: str) -> None:
         shutil.move(local, target)
 
 
-def write_text(target: str, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", suffix=".tmp", delete=False) as fh:
-        fh.write(text)
-    publish(fh.name, target)
+# ---------------------------------------------------------------- driver-side file operations
 
 
-def swap_in(staging: str, root: str, names: tuple[str, ...]) -> None:
-    """Replace `root/<name>` by `staging/<name>` for each name (a name missing from staging is
-    removed from root: the export is a snapshot), then drop staging. Locally each directory is
-    swapped by two renames; object stores have no rename, so there the old copy is deleted first."""
-    if not storage.is_uri(root):
-        for name in names:
-            target, new = os.path.join(root, name), os.path.join(staging, name)
-            old = os.path.join(staging, f".old-{name}")
-            if os.path.exists(target):
-                os.replace(target, old)
-            if os.path.exists(new):
-                os.replace(new, target)
-        shutil.rmtree(staging, ignore_errors=True)
+def replace_files(pairs: list[tuple[str, str]]) -> None:
+    """Publish staged files: each (staged, target) replaces target whole. Locally an os.replace
+    (staging lies under the export root, on the same filesystem: atomic); on object stores a
+    move of the whole object (the new object appears complete or not at all)."""
+    if not pairs:
+        return
+    if not storage.is_uri(pairs[0][1]):
+        for staged, target in pairs:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(staged, target)
         return
     import fsspec
 
-    fs, root_path = fsspec.core.url_to_fs(root)
-    _, staging_path = fsspec.core.url_to_fs(staging)
-    for name in names:
-        target, new = f"{root_path.rstrip('/')}/{name}", f"{staging_path.rstrip('/')}/{name}"
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
-        if fs.exists(new):
-            fs.mv(new, target, recursive=True)
-    if fs.exists(staging_path):
-        fs.rm(staging_path, recursive=True)
+    fs, _ = fsspec.core.url_to_fs(pairs[0][1])
+    fs.mv([fsspec.core.url_to_fs(s)[1] for s, _ in pairs], [fsspec.core.url_to_fs(t)[1] for _, t in pairs])
+
+
+def remove_files(targets: list[str]) -> None:
+    """Delete files (local paths or URIs); a missing one is fine."""
+    for target in targets:
+        if storage.is_uri(target):
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(target)
+            if fs.exists(path):
+                fs.rm_file(path)
+        else:
+            try:
+                os.remove(target)
+            except FileNotFoundError:
+                pass
+
+
+def write_text_atomic(target: str, text: str) -> None:
+    """Replace `target` by `text` whole: a temporary file beside it and os.replace locally, one
+    put of the whole object on object stores."""
+    data = text.encode("utf-8")
+    if storage.is_uri(target):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(target)
+        fs.pipe_file(path, data)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; a published file is not
+        os.replace(tmp, target)
+    except BaseException:
+        remove_files([tmp])
+        raise
+
+
+def read_text(path: str) -> str | None:
+    """The text of a small file, None when it does not exist."""
+    try:
+        with storage.open_binary(path) as fh:
+            return fh.read().decode("utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def list_names(directory: str) -> list[str]:
+    """Names of the entries of `directory` (a local dir or a URI); empty when it does not exist."""
+    if not storage.is_uri(directory):
+        try:
+            return sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(directory)
+    try:
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

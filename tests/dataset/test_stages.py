@@ -157,6 +157,11 @@ def test_a_stored_clip_file_is_taken_as_is_and_the_others_are_cut(exported, tmp_
         assert sum(1 for _ in container.decode(video=0)) == clip.end_frame - clip.start_frame
 
 
+def _set_caption(lake, clip_id, caption):
+    row = lake.read("captions").filter(F.col("clip_id") == clip_id).first().asDict()
+    lake.merge("captions", lake.spark.createDataFrame([{**row, "caption": caption}], lake.read("captions").schema))
+
+
 def test_rerun_gives_the_same_files_and_an_unreadable_video_lands_in_errors(exported):
     lake, out, videos, _ = exported
     export = out / "export"
@@ -166,26 +171,42 @@ def test_rerun_gives_the_same_files_and_an_unreadable_video_lands_in_errors(expo
                 for p in sorted(export.rglob("*")) if p.is_file()}
 
     before = digests()
-    export_stage.run(lake.spark, lake.cfg, "export-2")
+    report = export_stage.run(lake.spark, lake.cfg, "export-2")
     assert digests() == before and not list(export.glob(".staging-*"))
+    assert (report.counts["files_written"], report.rows_in, report.counts["csv_rows"]) == (0, 0, 2)
 
+    # The export is incremental: a source broken in place shows when the video's export changes.
     dash = next(v for v in videos if v.video_id == "-demo_dash")
     original = dash.path.read_bytes()
+    clip = lake.read("clips").filter("video_id = '-demo_dash'").orderBy("clip_idx").first()
+    caption = lake.read("captions").filter(F.col("clip_id") == clip.clip_id).first().caption
     try:
         dash.path.write_bytes(b"not a video any more")
+        _set_caption(lake, clip.clip_id, "A changed caption.")
         report = export_stage.run(lake.spark, lake.cfg, "export-3")
         (error,) = lake.read("errors").filter("stage = 'export'").collect()
         assert (error.key, error.error_class) == ("-demo_dash", "CorruptVideo")
         assert (report.errored, report.counts["csv_rows"], report.counts["shard_clips"]) == (1, 2, 4)
-        assert _csv_text(export / "panda70m").count("\n") == 2 + 2  # the CSV needs no decoding
+        assert report.counts["files_written"] == 2  # dash's CSV and shard; kitchen's files are left alone
+        text = _csv_text(export / "panda70m")
+        assert text.count("\n") == 2 + 2 and "A changed caption." in text  # the CSV needs no decoding
         with tarfile.open(export / "webdataset" / "000000.tar") as tar:
             assert tar.getnames() == []  # the shard of the unreadable video, without it
         with tarfile.open(export / "webdataset" / "000001.tar") as tar:
             assert {json.loads(tar.extractfile(n).read())["video_id"] for n in tar.getnames()
                     if n.endswith(".json")} == {"demo_kitchen"}
+
+        # fixed in place, tables unchanged: the failing video is probed and its shard rewritten
+        dash.path.write_bytes(original)
+        report = export_stage.run(lake.spark, lake.cfg, "export-4")
+        assert lake.read("errors").filter("stage = 'export'").count() == 0
+        assert (report.counts["retried"], report.counts["files_written"], report.counts["shard_clips"]) == (1, 1, 7)
+        with tarfile.open(export / "webdataset" / "000000.tar") as tar:
+            assert tar.extractfile(f"{clip.clip_id}.txt").read().decode() == "A changed caption."
     finally:
         dash.path.write_bytes(original)
-    export_stage.run(lake.spark, lake.cfg, "export-4")
+        _set_caption(lake, clip.clip_id, caption)
+    export_stage.run(lake.spark, lake.cfg, "export-5")
     assert digests() == before
     assert lake.read("errors").filter("stage = 'export'").count() == 0
 
@@ -237,9 +258,9 @@ def test_imported_videos_export_the_same_csv_and_other_stages_leave_them_alone(i
     assert (clip_rows(lake).count(), clip_rows(src).count()) == (0, 7)  # imported clips vs ingested ones
     assert lake.read("errors").count() == 0
     pytest.importorskip("torch")
-    from panda_spark.student.stage import training_clips
+    from panda_spark.student.stage import training_inputs
 
-    assert (training_clips(lake, False, 0.2).count(), training_clips(src, False, 0.2).count()) == (0, 7)
+    assert (training_inputs(lake, lake.cfg).count(), training_inputs(src, src.cfg).count()) == (0, 7)
 
 
 def test_malformed_rows_land_in_errors_and_an_ingested_video_is_left_alone(exported, imported, tmp_path):

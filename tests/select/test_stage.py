@@ -22,6 +22,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from panda_spark.select import finetune_stage, stage  # noqa: E402
 from panda_spark.splits import held_out_column, is_held_out  # noqa: E402
 from panda_spark.video.frames import encode_jpeg  # noqa: E402
+from tests.conftest import commit_split  # noqa: E402
 from tests.select.colors import COLORS, color_frames  # noqa: E402
 
 TEACHERS = ["t-red", "t-green", "t-blue", "t-yellow"]  # teacher t-<c> always says "a <c> scene ..."
@@ -48,10 +49,7 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
     lake.merge("clip_frames", spark.createDataFrame(
         frames, "clip_id string, frame_idx int, video_id string, frame_number bigint, role string, "
                 "width int, height int, jpeg binary"))
-    # the videos' split is committed (as split does after writing their clips and frames)
-    lake.commit("split", spark.createDataFrame([(f"video-{i}", "seed") for i in range(2)], "key string, version string")
-                .select("*", F.lit(None).cast("string").alias("input_hash"),
-                        F.lit(None).cast("map<string,bigint>").alias("outputs")))
+    commit_split(lake, ["video-0", "video-1"])
     captions = [(c, t, f"{t}@1", f"a {t[2:]} scene in the video", c == "clip-degenerate")
                 for c in ids for t in TEACHERS]
     lake.merge("candidate_captions", spark.createDataFrame(
