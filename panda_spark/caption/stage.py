@@ -2,9 +2,9 @@
 
 The clips that lack a caption of some teacher's current version go in waves of
 `caption.wave_clips`; per wave their stored frames and their video's subtitles and metadata are
-read once, and each teacher with work in the wave captions it in a `mapInPandas` task (`caption_batch`) that keeps the model resident in the Python
-worker (at most three models per worker) and generates in batches of the teacher's
-`batch_size`. A failing batch is retried in halves down to single clips; a clip that still fails
+read once, and each teacher with work in the wave captions it in a `mapInPandas` task
+(`caption_batch`) that keeps the model resident in the Python worker (at most three models per
+worker) and generates in batches of the teacher's `batch_size`. A failing batch is retried in halves down to single clips; a clip that still fails
 goes to `errors` (key `<clip_id>/<teacher>`). Empty or degenerate captions are kept and flagged.
 Resources: the teacher's device (`auto`: the task's GPU on clusters, bf16/fp16 there).
 """
@@ -128,7 +128,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
     for wave in waves(pending, "clip_id", cfg.caption.wave_clips, STAGE, "clips"):
         spark.sparkContext.setJobDescription(f"caption: wave {wave.index + 1}: frames and texts")
         rows = clip_rows(lake, wave.keys).localCheckpoint(eager=True)
-        for teacher in selected:
+        busy = {r.teacher for r in pending.join(wave.keys, "clip_id", "left_semi").select("teacher").distinct().collect()}
+        for teacher in (t for t in selected if t.name in busy):  # a teacher without work loads no model
             todo = rows.join(pending.filter(F.col("teacher") == teacher.name).select("clip_id"), "clip_id", "left_semi")
             spark.sparkContext.setJobDescription(f"caption: wave {wave.index + 1}: teacher {teacher.name}")
             results = todo.repartition(partitions).mapInPandas(

@@ -38,8 +38,9 @@ _PRODUCED = ("shots", "clip_frames", "clips")  # write order: clips, which reade
 
 
 def _nested(table: str) -> str:
-    cols = ", ".join(f"{f.name}: {f.dataType.simpleString()}" for f in TABLES[table].schema
-                     if f.name in TABLES[table].domain_columns and f.name != "source_hash")
+    """The table's columns that the per-video task fills (the driver adds the file's hash)."""
+    types = {f.name: f.dataType.simpleString() for f in TABLES[table].schema}
+    cols = ", ".join(f"{c}: {types[c]}" for c in TABLES[table].domain_columns if c != "source_hash")
     return f"ARRAY<STRUCT<{cols}>>"
 
 
