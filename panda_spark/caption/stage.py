@@ -122,6 +122,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
     if pending is None:
         return report.finish(rows_in=0, rows_out=0)
     pending = pending.localCheckpoint(eager=True)  # clip_id, teacher: two narrow columns
+    report.counts.update({f"{t.name}.{key}": 0 for t in selected for key in ("captioned", "errored")})
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.spark.arrow_batch_rows))
     partitions = cfg.caption.partitions or spark.sparkContext.defaultParallelism
     totals = {"in": 0, "out": 0, "errored": 0}
@@ -143,12 +144,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str, teachers: list[str] | Non
             n_in, captioned, errored = _commit(lake, results)
             for key, n in (("in", n_in), ("out", captioned), ("errored", errored)):
                 totals[key] += n
-            for key, n in (("captioned", captioned), ("errored", errored)):
-                report.counts[f"{teacher.name}.{key}"] = report.counts.get(f"{teacher.name}.{key}", 0) + n
+            report.counts[f"{teacher.name}.captioned"] += captioned
+            report.counts[f"{teacher.name}.errored"] += errored
         wave.done(rows.count())
     for teacher in selected:
         log.info("caption: teacher %s: %d captioned, %d errored", teacher.name,
-                 report.counts.get(f"{teacher.name}.captioned", 0), report.counts.get(f"{teacher.name}.errored", 0))
+                 report.counts[f"{teacher.name}.captioned"], report.counts[f"{teacher.name}.errored"])
     return report.finish(rows_in=totals["in"], rows_out=totals["out"], errored=totals["errored"])
 
 
