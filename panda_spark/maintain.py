@@ -45,7 +45,7 @@ from pyspark.sql import SparkSession
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
-from panda_spark.tables import TABLES, Lakehouse
+from panda_spark.tables import TABLES, Lakehouse, apply_clustering
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,8 @@ def _maintain(spark: SparkSession, table: str, name: str, hours: int, steps: lis
     before = spark.sql(f"DESCRIBE DETAIL {name}").first()
     if str(before["format"]).lower() != "delta":
         raise NotADeltaTable(f"{name} is a {before['format']} table at {before['location']}, not a Delta table")
-    wanted = list(TABLES[table].cluster_by)
-    clustered = bool(wanted) and list(before["clusteringColumns"] or []) != wanted
-    if clustered:
-        step("ALTER TABLE CLUSTER BY")
-        spark.sql(f"ALTER TABLE {name} CLUSTER BY ({', '.join(f'`{c}`' for c in wanted)})")
+    step("ALTER TABLE CLUSTER BY")
+    clustered = apply_clustering(spark, table, name, before)
     step("OPTIMIZE")
     metrics = spark.sql(f"OPTIMIZE {name}").first()["metrics"]
     step(f"VACUUM RETAIN {hours} HOURS")

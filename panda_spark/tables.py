@@ -244,10 +244,7 @@ class Lakehouse:
             self.spark.sql(f"ALTER TABLE {name} ADD COLUMNS ("
                            + ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing) + ")")
         if spec.cluster_by:  # once per table and Lakehouse: tables made before clustering get it
-            detail = self.spark.sql(f"DESCRIBE DETAIL {name}").first()
-            if list(detail["clusteringColumns"] or []) != list(spec.cluster_by):
-                self.spark.sql(f"ALTER TABLE {name} CLUSTER BY ({_cols('', list(spec.cluster_by))})")
-                self.spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({_TABLE_PROPERTIES})")
+            apply_clustering(self.spark, table, name, self.spark.sql(f"DESCRIBE DETAIL {name}").first())
 
     def read(self, table: str) -> DataFrame:
         self.ensure(table)
@@ -396,15 +393,12 @@ class Lakehouse:
     def frames_for(self, clips: DataFrame, role: str | None = "uniform") -> DataFrame:
         """clip_id, frames: the stored frames (frame_idx, role, jpeg) of `role` (None: all) of the
         clips in `clips` (columns clip_id, video_id) only, reading only the files that may hold them."""
-        frames = self.rows_of_videos("clip_frames", clips).join(clips.select("clip_id"), "clip_id", "left_semi")
-        return ((frames if role is None else frames.filter(F.col("role") == role)).groupBy("clip_id")
-                .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+        return _frames_by_clip(self.rows_of_videos("clip_frames", clips).join(clips.select("clip_id"), "clip_id",
+                                                                                "left_semi"), role)
 
     def frames_per_clip(self, role: str | None = "uniform") -> DataFrame:
         """clip_id, frames: every clip's stored frames (frame_idx, role, jpeg) of `role` (None: all)."""
-        frames = self.read("clip_frames")
-        return ((frames if role is None else frames.filter(F.col("role") == role)).groupBy("clip_id")
-                .agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames")))
+        return _frames_by_clip(self.read("clip_frames"), role)
 
     def rows_of_videos(self, table: str, videos: DataFrame) -> DataFrame:
         """The rows of `table` (one with video_id and created_at) of the videos in `videos`.
@@ -476,6 +470,18 @@ _CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "Con
               "DELTA_CONCURRENT_")
 
 
+def apply_clustering(spark: SparkSession, table: str, name: str, detail) -> bool:
+    """Cluster the Delta table `name` (its DESCRIBE DETAIL row: `detail`) by TABLES[table].cluster_by,
+    with the tables' properties, where it is not clustered so yet (made by an older version);
+    whether it had to. Rows are not rewritten: OPTIMIZE clusters them."""
+    wanted = list(TABLES[table].cluster_by)
+    if not wanted or list(detail["clusteringColumns"] or []) == wanted:
+        return False
+    spark.sql(f"ALTER TABLE {name} CLUSTER BY ({_cols('', wanted)})")
+    spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ({_TABLE_PROPERTIES})")
+    return True
+
+
 def delta_conflict(exc: BaseException) -> str | None:
     """The name of the Delta write conflict `exc` reports, or None for any other failure."""
     text = f"{type(exc).__name__}: {exc}"
@@ -497,6 +503,11 @@ _FILLED = {
 }
 # Bookkeeping columns: a row that differs only in these is unchanged (generation_s: a timing).
 _NOT_COMPARED = {*AUDIT_COLUMNS, ROW_HASH, "time", "generation_s"}
+
+
+def _frames_by_clip(frames: DataFrame, role: str | None) -> DataFrame:
+    frames = frames if role is None else frames.filter(F.col("role") == role)
+    return frames.groupBy("clip_id").agg(F.collect_list(F.struct("frame_idx", "role", "jpeg")).alias("frames"))
 
 
 def row_hash_sql(table: str, alias: str = "", replaced: dict[str, str] | None = None) -> str:

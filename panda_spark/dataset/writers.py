@@ -9,7 +9,6 @@ Files are byte-for-byte reproducible: rows in video order, tar members with fixe
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -72,7 +71,7 @@ class _Files:
         if self.handle is not None:
             self.handle.close()
             local = self.handle.name
-            digest, size = sha256_local(local)
+            digest, size = storage.sha256_file(local), os.path.getsize(local)
             publish(local, f"{self.out_dir}/{self.name(self.index)}")
             self.finished.append((self.index, None, self.clips, "file", None, None, self.rows, digest, size))
             self.handle = None
@@ -200,15 +199,6 @@ def clip_meta(clip: dict, video_id: str, url: str | None) -> str:
         "matching_score": clip["matching_score"], "good_match": clip["good_match"],
         "desirable_filtering": clip["desirable_filtering"], "shot_boundary_detection": clip_shots(clip_record(clip)),
     }, ensure_ascii=False, sort_keys=True)
-
-
-def sha256_local(path: str) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def publish(local: str, target: str) -> None:

@@ -92,10 +92,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         totals["errored"] += lake.record_errors(STAGE, errors).total
         lake.clear_errors(STAGE, ok.select(F.col("clip_id").alias("key")))
         merged = lake.merge("captions", ok)
-        totals["in"] += results.count()
+        scored = results.count()
+        totals["in"] += scored
         totals["selected"] += merged.inserted + merged.updated
         totals["unchanged"] += merged.unchanged
-        wave.done(results.count())
+        wave.done(scored)
     regraded = regrade(lake, cfg.select.good_match_threshold)
     report.counts.update(selected=totals["selected"], unchanged=totals["unchanged"], errored=totals["errored"],
                          regraded=regraded, good_match=lake.read("captions").filter("good_match").count())

@@ -157,9 +157,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         spark.sparkContext.setJobDescription(f"split: wave {wave.index + 1}: decode, detect, stitch")
         results = (todo.join(wave.keys, "video_id", "left_semi").repartition(partitions)
                    .mapInPandas(split, result_schema()).localCheckpoint(eager=True))
-        for name, n in commit_wave(lake, results, params_hash).items():
+        written = commit_wave(lake, results, params_hash)
+        for name, n in written.items():
             totals[name] += n
-        wave.done(results.count())
+        wave.done(written["rows_in"])
     report.counts = {"videos": totals["videos"], "skipped": skipped, **{t: totals[t] for t in _PRODUCED},
                      "errored": totals["errored"]}
     return report.finish(rows_in=totals["rows_in"], rows_out=totals["clips"], errored=totals["errored"])
