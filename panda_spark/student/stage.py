@@ -124,7 +124,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     errored, built = build_rows(lake, cfg, config, inputs, version)
     rows = (lake.read("student_rows").filter(F.col("features_version") == version).drop("caption")
             .join(inputs.select("clip_id", "inputs_hash", "caption", "held_out"), ["clip_id", "inputs_hash"]))
-    train_n, val_n = rows.filter("NOT held_out").count(), rows.filter("held_out").count()
+    sizes = {r.held_out: r["count"] for r in rows.groupBy("held_out").count().collect()}  # one pass
+    train_n, val_n = sizes.get(False, 0), sizes.get(True, 0)
     report.counts.update(train=train_n, val=val_n, built=built, errored=errored)
     if train_n < s.num_processes or not val_n:
         raise ConfigError(f"conf key 'student.val_fraction': {train_n} training and {val_n} held-out clips with "
