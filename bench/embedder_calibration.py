@@ -21,6 +21,17 @@ prints, for the embedder as configured in `panda_spark.split.embedders`:
 
 `--search N` also tries N random block weightings and prints the best trade-offs (how WEIGHTS
 was chosen; the module's weights are a rounded, smooth pick from that frontier).
+
+With `--embedder ID` (a transformers image model: hub id or local directory; or color-layout) it
+instead maps Panda-70M's ImageBind thresholds onto that embedder (`panda_spark.split.calibration`:
+the same shot / boundary / clip / junction frame pairs embedded by the reference and the target,
+thresholds matched by rank) and prints the per-rule decision rates of both and the
+`split.embedder_thresholds` entry to put in the conf:
+
+    .venv/bin/python bench/embedder_calibration.py --embedder openai/clip-vit-large-patch14 \
+        [--reference laion/CLIP-ViT-H-14-laion2B-s32B-b79K] [--clips N] [--device cuda] [DATA_DIR]
+
+Both models load through `from_pretrained` (the hub, with HF_HUB_OFFLINE unset, or local copies).
 """
 from __future__ import annotations
 
@@ -34,8 +45,10 @@ import cv2
 import decord
 import numpy as np
 
+from panda_spark.split import calibration
 from panda_spark.split.detector import content_scores, detect_cuts, force_cuts, shots_from_cuts, to_hsv
 from panda_spark.split.embedders import WEIGHTS, ColorLayoutEmbedder, combine, raw_features
+from panda_spark.split.stage import EmbedderSpec, load_embedder
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "panda70m_samples"
 WINDOW_S, WINDOW_STEP_S, CUT_SCORE = 1.5, 0.5, 27.0
@@ -100,7 +113,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--search", type=int, default=0, metavar="N", help="try N random block weightings")
+    parser.add_argument("--embedder", metavar="ID", help="map ImageBind's thresholds onto this embedder")
+    parser.add_argument("--reference", metavar="ID", default=calibration.REFERENCE_EMBEDDER,
+                        help="the embedder the thresholds are in (default: ImageBind's ViT-H-14 image tower)")
+    parser.add_argument("--clips", type=int, metavar="N", help="use the first N clips of the manifest")
+    parser.add_argument("--device", default="auto", help="device of the transformers embedders (default: auto)")
     args = parser.parse_args()
+    if args.embedder:
+        calibrate(args)
+        return
     cv2.setNumThreads(1)  # one core, as the splitter runs one task per core
 
     t0 = time.perf_counter()
@@ -137,6 +158,34 @@ def main() -> None:
 
     if args.search:
         search(raw, pairs, edge_frames, noisy, args.search)
+
+
+def calibrate(args) -> None:
+    t0 = time.perf_counter()
+    pairs = calibration.sample_pairs(calibration.manifest_clips(args.data_dir, args.clips))
+    print(f"scanned {pairs.clips} clips in {time.perf_counter() - t0:.1f} s: "
+          + ", ".join(f"{k} {len(v)}" for k, v in pairs.pairs.items()) + " pairs")
+    distances = {}
+    for role, name in (("reference", args.reference), ("target", args.embedder)):
+        t0 = time.perf_counter()
+        distances[role] = calibration.pair_distances(load_embedder(EmbedderSpec(name, device=args.device)), pairs)
+        print(f"{role} {name}: embedded {len(pairs.frames)} frames in {time.perf_counter() - t0:.1f} s")
+    pct = (5, 25, 50, 75, 95)
+    print(f"\nL2 distance percentiles {pct}:")
+    for kind in calibration.KINDS:
+        for role in distances:
+            print(f"  {kind:9s} {role:9s} {np.round(np.percentile(distances[role][kind], pct), 3)}")
+    result = calibration.map_thresholds(distances["reference"], distances["target"])
+    print("\nthreshold             reference  share  target")
+    for key, value in calibration.IMAGEBIND_THRESHOLDS.items():
+        flag = "  (outside the measured range: clamped)" if key in result.clamped else ""
+        print(f"  {key:20s} {value:8.3f}  {result.shares[key]:5.3f}  {result.thresholds[key]:6.3f}{flag}")
+    ref_rates = calibration.rule_rates(distances["reference"], calibration.IMAGEBIND_THRESHOLDS)
+    tgt_rates = calibration.rule_rates(distances["target"], result.thresholds)
+    print("\ndecision rates (reference at its thresholds, target at the mapped ones):")
+    for rule in calibration.RULES:
+        print(f"  {rule:30s} {ref_rates[rule]:.3f}  {tgt_rates[rule]:.3f}")
+    print("\nconf entry:\n" + calibration.conf_snippet(args.embedder, result))
 
 
 def _timed(fn, x) -> float:

@@ -14,6 +14,7 @@ from typing import Callable, Sequence, TextIO
 from panda_spark.config import Config, load_config
 from panda_spark.errors import ConfigError, WriteConflict
 from panda_spark.pipeline import PIPELINE_STAGES, STAGES
+from panda_spark.select.calibrate import OBJECTIVES
 from panda_spark.tabular import write_rows
 
 log = logging.getLogger("panda_spark")
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "held-out clips, default) or an MSR-VTT-style JSON file")
     stages["import-panda-csv"].add_argument("--csv", required=True, metavar="PATH",
                                             help="a Panda-70M CSV file, or a directory of them")
+    stages["calibrate-selection"].add_argument(
+        "--objective", choices=OBJECTIVES, default="youden",
+        help="what the threshold maximises: youden (TPR - FPR, default) or f1 of picked candidates above it")
     pipeline = sub.add_parser("pipeline", help="run the stages in order under one run id; a summary per stage")
     pipeline.add_argument("--stages", type=_stage_list, default=list(PIPELINE_STAGES), metavar="A,B,...",
                           help=f"comma-separated, run in pipeline order (default: {','.join(PIPELINE_STAGES)})")
@@ -112,6 +116,7 @@ _OPTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "load-selection-labels": lambda a: {"labels": a.labels},
     "evaluate": lambda a: {"source": a.source, "reference": a.reference},
     "import-panda-csv": lambda a: {"csv": a.csv},
+    "calibrate-selection": lambda a: {"objective": a.objective},
 }
 
 

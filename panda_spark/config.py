@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from panda_spark.errors import ConfigError
+from panda_spark.text.clip_text import CAPTION_FIELD
 
 
 def _spec(minimum: float | None = None) -> dict:
@@ -114,10 +115,19 @@ class IngestSettings:
 
 @dataclass
 class SplitSettings:
-    preset: Literal["released_code", "paper"] = "released_code"
-    # Shot detection (PySceneDetect ContentDetector semantics) on frames resized in the decoder.
+    # Stitching thresholds (split/stitching.py PRESETS): panda70m — what built the dataset (the
+    # released event_stitching.py's commented line 200); released_code — that file's active line 199.
+    preset: Literal["panda70m", "released_code"] = "panda70m"
+    # Shot detection (PySceneDetect ContentDetector semantics).
     threshold: float = field(default=25.0, metadata=_spec(minimum=0))
     min_scene_len: int = field(default=15, metadata=_spec(minimum=1))
+    # Cuts closer than min_scene_len: suppress (PySceneDetect < 0.6.4, which built Panda-70M) drops
+    # the later ones; merge (0.6.4+'s default) joins a burst into its last cut.
+    flash_filter: Literal["suppress", "merge"] = "suppress"
+    # auto: score the frames PySceneDetect scores (its auto-downscale: width // 256, bilinear);
+    # fixed: analysis_width × analysis_height resized in the decoder (~1.4× less scan CPU on 1080p;
+    # cuts drift from scenedetect's: bench/detector_agreement.py).
+    analysis_size: Literal["auto", "fixed"] = "auto"
     analysis_width: int = field(default=128, metadata=_spec(minimum=8))
     analysis_height: int = field(default=72, metadata=_spec(minimum=8))
     max_shot_s: float = field(default=7.0, metadata=_spec(minimum=0.1))
@@ -130,6 +140,10 @@ class SplitSettings:
     redundancy_threshold: float | None = None
     trim_fraction: float | None = None
     still_threshold: float | None = None
+    # Calibrated stitching thresholds per embedder: `split.embedder` value → any of
+    # STITCH_THRESHOLD_KEYS, as bench/embedder_calibration.py prints them. They replace the preset's
+    # (ImageBind-scale) values when that embedder splits; an explicit key above still wins.
+    embedder_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     # Image embedder for stitching: "color-layout" (non-learned, CPU, offline), or a transformers
     # vision model with get_image_features (CLIP, SigLIP): a hub id or a local directory.
     embedder: str = "color-layout"
@@ -150,7 +164,10 @@ class SplitSettings:
     wave_videos: int = field(default=256, metadata=_spec(minimum=1))
 
 
+# The stitching thresholds that are distances in the embedder's space (the others are times).
+STITCH_THRESHOLD_KEYS = ("transition_threshold", "stitch_threshold", "still_threshold", "redundancy_threshold")
 TEACHER_INPUTS = ("frame", "video", "subtitles", "metadata")
+CAPTIONS_INPUT = "captions:"  # + a teacher's name: that teacher's caption of the clip
 
 
 @dataclass
@@ -160,12 +177,16 @@ class TeacherSettings:
     # first use into the model cache: its captions are noise, for offline runs and tests), or a
     # registered student models:/<name>@<alias> (adapter: student).
     model: str
-    adapter: Literal["blip2", "git-video", "text-llm", "qwen2-vl", "student"]
+    adapter: Literal["blip2", "instructblip", "git-video", "text-llm", "image-text-to-text", "qwen2-vl", "student"]
     revision: str | None = None
     # frame: one frame from 30–70% of the clip; video: num_frames uniform frames;
-    # subtitles / metadata: the clip's subtitles and the video's title + description in the prompt.
+    # subtitles / metadata: the clip's subtitles and the video's title + description in the prompt;
+    # captions:<name>: the clip's caption by the teacher <name> of caption.teachers (its current
+    # version; VideoChat-Text style), which then captions each clip first.
     inputs: list[str] = field(default_factory=lambda: ["frame"])
-    prompt: str | None = None  # template with {subtitles}, {title}, {description}; empty: the paper's
+    # A template with {subtitles}, {title}, {description}, {captions} (all captions:<name> inputs)
+    # and {caption:<name>}; empty: the paper's (with the captions when the teacher takes any).
+    prompt: str | None = None
     prompt_without_text: str | None = None
     max_new_tokens: int = field(default=40, metadata=_spec(minimum=1))
     num_beams: int = field(default=1, metadata=_spec(minimum=1))
@@ -174,6 +195,40 @@ class TeacherSettings:
     batch_size: int = field(default=8, metadata=_spec(minimum=1))
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
+
+    @property
+    def upstream(self) -> list[str]:
+        """The names of the teachers whose captions this one takes (its `captions:<name>` inputs)."""
+        return [x[len(CAPTIONS_INPUT):] for x in self.inputs if x.startswith(CAPTIONS_INPUT)]
+
+
+def teacher_order(teachers: list[TeacherSettings]) -> list[TeacherSettings]:
+    """`teachers` in conf order, except that each comes after the teachers whose captions it takes.
+    ConfigError (naming `caption.teachers[i].inputs`) for a `captions:<name>` that names no teacher
+    of `teachers`, or for a cycle."""
+    index = {t.name: i for i, t in enumerate(teachers)}
+    for i, teacher in enumerate(teachers):
+        for name in teacher.upstream:
+            if name not in index:
+                raise ConfigError(f"conf key 'caption.teachers[{i}].inputs': expected {CAPTIONS_INPUT}<name> with "
+                                  f"<name> one of {sorted(index)}, got {CAPTIONS_INPUT}{name}")
+    ordered: list[TeacherSettings] = []
+    placed: set[str] = set()
+    while len(ordered) < len(teachers):
+        waiting = [t for t in teachers if t.name not in placed]
+        ready = next((t for t in waiting if placed.issuperset(t.upstream)), None)
+        if ready is None:  # every waiting teacher waits for another waiting one: follow them round
+            path = [waiting[0].name]
+            while True:
+                following = next(n for n in teachers[index[path[-1]]].upstream if n not in placed)
+                if following in path:
+                    cycle = path[path.index(following):] + [following]
+                    raise ConfigError(f"conf key 'caption.teachers[{index[cycle[0]]}].inputs': expected "
+                                      f"{CAPTIONS_INPUT}<name> inputs without a cycle, got {' -> '.join(cycle)}")
+                path.append(following)
+        ordered.append(ready)
+        placed.add(ready.name)
+    return ordered
 
 
 def _tiny_teacher(name: str, adapter: str, inputs: list[str]) -> TeacherSettings:
@@ -186,7 +241,8 @@ class CaptionSettings:
         _tiny_teacher("blip2-tiny", "blip2", ["frame"]),
         _tiny_teacher("git-video-tiny", "git-video", ["video"]),
         _tiny_teacher("qwen2-vl-tiny", "qwen2-vl", ["video", "subtitles", "metadata"]),
-        _tiny_teacher("text-llm-tiny", "text-llm", ["subtitles", "metadata"]),
+        # VideoChat-Text: an LLM that reads another teacher's caption of the clip
+        _tiny_teacher("text-llm-tiny", "text-llm", ["captions:blip2-tiny", "subtitles", "metadata"]),
     ])
     max_subtitle_tokens: int = field(default=200, metadata=_spec(minimum=1))
     max_metadata_tokens: int = field(default=100, metadata=_spec(minimum=1))
@@ -216,7 +272,9 @@ class SelectSettings:
     batch_size: int = field(default=16, metadata=_spec(minimum=1))  # clips per model call
     # A clip whose best score exceeds this is a good match (0.43 for the paper's UMT selector;
     # calibrate for yours: CLIP cosines run lower, SigLIP scores are match probabilities).
-    good_match_threshold: float = 0.43
+    # Empty: the threshold `panda-spark calibrate-selection` stored for the scorer version in the
+    # `calibrations` table; good_match stays NULL (ungraded) until there is one.
+    good_match_threshold: float | None = 0.43
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     partitions: int = field(default=0, metadata=_spec(minimum=0))
@@ -258,11 +316,12 @@ class StudentSettings:
     language_model: str = "tiny:gpt2"
     num_frames: int = field(default=8, metadata=_spec(minimum=1))
     video_queries: int = field(default=8, metadata=_spec(minimum=1))  # the paper: 32
-    text_queries: int = field(default=8, metadata=_spec(minimum=1))  # the paper: 32
+    # the paper: 32; the video tokens are the text branch's queries (as released): equal to video_queries
+    text_queries: int = field(default=8, metadata=_spec(minimum=1))
     hidden: int = field(default=64, metadata=_spec(minimum=8))  # width of the query transformers
     layers: int = field(default=1, metadata=_spec(minimum=1))
     heads: int = field(default=4, metadata=_spec(minimum=1))
-    max_text_tokens: int = field(default=64, metadata=_spec(minimum=2))  # metadata + subtitles
+    max_text_tokens: int = field(default=64, metadata=_spec(minimum=2))  # the prompt, cut from the left (released: 200)
     max_caption_tokens: int = field(default=32, metadata=_spec(minimum=2))
     subtitles_dropout: float = field(default=0.5, metadata=_spec(minimum=0))
     metadata_dropout: float = field(default=0.5, metadata=_spec(minimum=0))
@@ -276,6 +335,12 @@ class StudentSettings:
     val_fraction: float = field(default=0.2, metadata=_spec(minimum=0))
     eval_clips: int = field(default=16, metadata=_spec(minimum=0))  # held-out clips captioned per epoch
     max_new_tokens: int = field(default=30, metadata=_spec(minimum=1))
+    # Decoding of the student's captions (per-epoch samples, evaluate, the registered model), the
+    # released student's by default: beam search over 3 beams, sampling with top-p and temperature.
+    num_beams: int = field(default=3, metadata=_spec(minimum=1))
+    do_sample: bool = True
+    top_p: float = field(default=0.9, metadata=_spec(minimum=0))  # in (0, 1]
+    temperature: float = field(default=1.5, metadata=_spec(minimum=0))  # > 0
     seed: int = 0
     # TorchDistributor: processes, local (driver) or on executors, GPUs (DDP on nccl, else gloo)
     num_processes: int = field(default=2, metadata=_spec(minimum=1))
@@ -488,17 +553,35 @@ def _check_cross_keys(cfg: Config) -> None:
         key = f"caption.teachers[{i}]"
         if teacher.name in names[:i]:
             raise ConfigError(f"conf key '{key}.name': teacher names must be unique, '{teacher.name}' repeats")
-        unknown = [x for x in teacher.inputs if x not in TEACHER_INPUTS]
+        unknown = [x for x in teacher.inputs if x not in TEACHER_INPUTS and not x.startswith(CAPTIONS_INPUT)]
         visual = [x for x in teacher.inputs if x in ("frame", "video")]
         if unknown or len(visual) > 1 or (not visual and teacher.adapter != "text-llm") or not teacher.inputs:
             raise ConfigError(
                 f"conf key '{key}.inputs': expected one of frame or video (none for a text-llm teacher) "
-                f"plus optionally subtitles and metadata, got {teacher.inputs}"
+                f"plus optionally subtitles, metadata and {CAPTIONS_INPUT}<name of another teacher>, "
+                f"got {teacher.inputs}"
             )
+        stray = [name for name in CAPTION_FIELD.findall(teacher.prompt or "") if name not in teacher.upstream]
+        if stray:
+            raise ConfigError(f"conf key '{key}.prompt': expected {{caption:<name>}} only for the teacher's own "
+                              f"{CAPTIONS_INPUT}<name> inputs {teacher.upstream}, got {{caption:{stray[0]}}}")
+    teacher_order(cfg.caption.teachers)
+    for embedder, thresholds in cfg.split.embedder_thresholds.items():
+        for name, value in thresholds.items():
+            if name not in STITCH_THRESHOLD_KEYS or value < 0:
+                raise ConfigError(f"conf key 'split.embedder_thresholds.{embedder}.{name}': expected one of "
+                                  f"{', '.join(STITCH_THRESHOLD_KEYS)} with a number ≥ 0, got {value!r}")
     for key, fraction in (("student.val_fraction", cfg.student.val_fraction),
                           ("finetune.val_fraction", cfg.finetune.val_fraction)):
         if not 0 < fraction < 1:
             raise ConfigError(f"conf key '{key}': expected a number between 0 and 1 (exclusive), got {fraction!r}")
+    s = cfg.student
+    if s.text_queries != s.video_queries:
+        raise ConfigError(f"conf key 'student.text_queries': expected student.video_queries ({s.video_queries}), "
+                          f"got {s.text_queries} (the video tokens are the text branch's queries)")
+    if not (0 < s.top_p <= 1 and s.temperature > 0):
+        raise ConfigError(f"conf keys 'student.top_p', 'student.temperature': expected 0 < top_p <= 1 and "
+                          f"temperature > 0, got {s.top_p!r} and {s.temperature!r}")
     if cfg.run.id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", cfg.run.id):
         # it goes into table rows, MLflow tags and search filters
         raise ConfigError(f"conf key 'run.id': expected letters, digits and _ . : - (not first), got {cfg.run.id!r}")

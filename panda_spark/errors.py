@@ -38,6 +38,12 @@ class DuplicateVideoId(InputError):
     error_class = "DuplicateVideoId"
 
 
+class InvalidEncoding(InputError):
+    """Bytes that are not valid UTF-8 in a text input (never replaced: the row is not loaded)."""
+
+    error_class = "InvalidEncoding"
+
+
 class NotAVideo(InputError):
     error_class = "NotAVideo"
 
@@ -52,6 +58,13 @@ class TruncatedVideo(InputError):
 
 class ZeroFrames(InputError):
     error_class = "ZeroFrames"
+
+
+class NoClips(InputError):
+    """A video split fine but yielded no clip; the message counts the rules that dropped its shots.
+    The video is committed (not split again) while its `errors` row says why it has no clips."""
+
+    error_class = "NoClips"
 
 
 class MalformedSubtitles(InputError):

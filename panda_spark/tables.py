@@ -74,7 +74,9 @@ TABLES: dict[str, TableSpec] = {
             "width INT, height INT, codec STRING, pix_fmt STRING, container STRING, has_audio BOOLEAN, "
             "bytes BIGINT, file_mtime TIMESTAMP, content_hash STRING, "
             f"subtitles {CUE_DDL}, subtitles_format STRING, subtitles_source STRING, "
-            "extra MAP<STRING, STRING>, source_signature STRING, probe_version STRING",
+            "extra MAP<STRING, STRING>, source_signature STRING, probe_version STRING, "
+            # degrees the stored picture turns clockwise to be shown (width/height are as stored)
+            "rotation INT",
             key=("video_id",), cluster_by=("video_id",),
             comment="Source videos: probed container facts, metadata and subtitle cues (ingest)",
         ),
@@ -132,6 +134,14 @@ TABLES: dict[str, TableSpec] = {
             "chosen_caption STRING, source STRING",
             key=("clip_id", "annotator"), cluster_by=("clip_id",),
             comment="Human picks of the best candidate caption, for selector fine-tuning",
+        ),
+        TableSpec(
+            "calibrations",
+            "name STRING NOT NULL, scorer_version STRING NOT NULL, value DOUBLE, objective STRING, n_clips BIGINT, "
+            "metrics MAP<STRING, DOUBLE>, mlflow_run_id STRING",
+            key=("name", "scorer_version"),
+            comment="Thresholds fitted on labelled clips, per scorer version (calibrate-selection: "
+                    "select.good_match_threshold, used by select when the conf leaves it empty)",
         ),
         TableSpec(
             "evaluations",
@@ -457,7 +467,7 @@ class Lakehouse:
 # Tables whose rows belong to one clip, besides `clips`, and the stages whose error keys start
 # with a clip_id (`<clip_id>` or `<clip_id>/<teacher or annotator>`).
 CLIP_TABLES = ("clip_frames", "candidate_captions", "captions", "selection_labels", "student_rows")
-CLIP_KEYED_STAGES = ("caption", "select", "train-student", "selection_labels")
+CLIP_KEYED_STAGES = ("caption", "select", "train-student", "selection_labels", "calibrate-selection")
 # How far the clocks of two drivers that wrote one lakehouse may disagree (see rows_of_videos).
 CLOCK_SKEW = timedelta(hours=1)
 # A MERGE whose source holds at most this many values of the clustering column names them in its

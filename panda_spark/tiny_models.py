@@ -20,6 +20,10 @@ Contract (family -> what is built -> what its processor expects):
   `skip_special_tokens=True` drops the specials, or slice off `inputs["input_ids"].shape[1]` when text
   was given (`num_query_tokens + 1` = 9 when it was not).
 
+* ``"instructblip"``: `InstructBlipForConditionalGeneration` (the same ViT + Q-Former + OPT layout, OPT
+  with room for 1024 positions) and `InstructBlipProcessor` (the same + a WordPiece tokenizer for the
+  instruction the Q-Former reads); called exactly as ``"blip2"``.
+
 * ``"git-video"``: `GitForCausalLM` with `num_image_with_embedding=8` and `GitProcessor`
   (`CLIPImageProcessor` at 224x224 + BERT-style WordPiece tokenizer). The processor does not stack
   frames, so build pixel_values (batch, 8, 3, H, W) yourself::
@@ -48,6 +52,13 @@ Contract (family -> what is built -> what its processor expects):
       inputs = processor(text=prompts, videos=[clip, ...], return_tensors="pt", padding=True)
       ids = model.generate(**inputs, max_new_tokens=8, do_sample=False)
       processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+* ``"llava-next-video"`` / ``"video-llava"``: `LlavaNextVideoForConditionalGeneration` /
+  `VideoLlavaForConditionalGeneration` (CLIP vision tower, 28-px patches at 112x112, + Llama decoder;
+  load with `AutoModelForImageTextToText`) and their processors, whose chat template gives LLaVA's
+  ``USER: <video>\\n{question} ASSISTANT:``. Called as ``"qwen2-vl"`` (``videos=`` a clip's frames
+  (8, H, W, 3), or ``images=`` one frame per sample with an ``{"type": "image"}`` part); a video
+  frame becomes 4 `<video>` tokens (LLaVA-NeXT-Video pools 2x2) or 17 (Video-LLaVA, with CLS).
 
 `build_tiny(family, directory)` builds only when `directory/config.json` is missing.
 """
@@ -158,36 +169,69 @@ def _wordpiece_tokenizer():
                                    bos_token="[CLS]", eos_token="[SEP]")
 
 
-def _build_blip2(directory: Path) -> Path:
-    import torch
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
-                              BlipImageProcessor)
+_BLIP_QUERY_TOKENS = 8
 
-    tokenizer = _bpe_tokenizer(["<pad>", "</s>", "<s>", "<unk>", "<image>"], prepend_bos=True,
-                               bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    num_query_tokens = 8
-    torch.manual_seed(0)
-    config = Blip2Config(
+
+def _opt_tokenizer():
+    """OPT-style: `</s>` as bos and eos, prepended to every sequence; `<image>` for BLIP's query tokens."""
+    return _bpe_tokenizer(["<pad>", "</s>", "<s>", "<unk>", "<image>"], prepend_bos=True,
+                          bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def _blip_config(config_class, tokenizer, qformer_vocab_size: int, max_positions: int = 128):
+    """A BLIP-2-family config: ViT (224 px, 32-px patches) + Q-Former + OPT decoder of
+    `max_positions` (query tokens + prompt + caption)."""
+    return config_class(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=224, patch_size=32, initializer_range=0.02),
         qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                            encoder_hidden_size=32, vocab_size=len(tokenizer), cross_attention_frequency=1),
+                            encoder_hidden_size=32, vocab_size=qformer_vocab_size, cross_attention_frequency=1),
         text_config=dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                         num_attention_heads=2, word_embed_proj_dim=32, max_position_embeddings=128,
+                         num_attention_heads=2, word_embed_proj_dim=32, max_position_embeddings=max_positions,
                          vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        num_query_tokens=num_query_tokens,
-        image_token_index=image_token_id,
+        num_query_tokens=_BLIP_QUERY_TOKENS,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
-    model = Blip2ForConditionalGeneration(config).eval()
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _set_special_ids(model, tokenizer) -> None:
+    for name in ("bos", "eos", "pad"):
+        setattr(model.generation_config, f"{name}_token_id", getattr(tokenizer, f"{name}_token_id"))
+
+
+def _build_blip2(directory: Path) -> Path:
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+
+    tokenizer = _opt_tokenizer()
+    torch.manual_seed(0)
+    model = Blip2ForConditionalGeneration(_blip_config(Blip2Config, tokenizer, len(tokenizer))).eval()
+    _set_special_ids(model, tokenizer)
     model.save_pretrained(directory)
     image_processor = BlipImageProcessor(size={"height": 224, "width": 224})
     Blip2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                   num_query_tokens=num_query_tokens).save_pretrained(directory)
+                   num_query_tokens=_BLIP_QUERY_TOKENS).save_pretrained(directory)
+    return directory
+
+
+def _build_instructblip(directory: Path) -> Path:
+    """InstructBLIP: BLIP-2's layout, plus a WordPiece tokenizer for the instruction its Q-Former reads."""
+    import torch
+    from transformers import (BlipImageProcessor, InstructBlipConfig, InstructBlipForConditionalGeneration,
+                              InstructBlipProcessor)
+
+    tokenizer, qformer_tokenizer = _opt_tokenizer(), _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    # room for a prompt with subtitles and metadata
+    config = _blip_config(InstructBlipConfig, tokenizer, len(qformer_tokenizer), max_positions=1024)
+    config.qformer_config.pad_token_id = qformer_tokenizer.pad_token_id
+    model = InstructBlipForConditionalGeneration(config).eval()
+    _set_special_ids(model, tokenizer)
+    model.save_pretrained(directory)
+    InstructBlipProcessor(image_processor=BlipImageProcessor(size={"height": 224, "width": 224}),
+                          tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer,
+                          num_query_tokens=_BLIP_QUERY_TOKENS).save_pretrained(directory)
     return directory
 
 
@@ -288,6 +332,82 @@ def _build_qwen2_vl(directory: Path) -> Path:
     return directory
 
 
+_LLAVA_TEMPLATE = (  # LLaVA's "USER: <video>\n... ASSISTANT:"
+    "{% for message in messages %}"
+    "{{ message['role'].upper() + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] == 'image' %}{{ '<image>\n' }}"
+    "{% elif part['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% endif %}{% endfor %}{% endif %}{{ ' ' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+_LLAVA_SIZE = 112  # frames resized and cropped to 112x112: 4x4 patches of 28 px (+ CLS)
+
+
+def _llava_parts():
+    """The LLaVA family's tokenizer (Llama-style specials, `<image>` and `<video>`, LLaVA chat
+    template) and config keywords: a CLIP vision tower (last layer's features) + a Llama decoder."""
+    tokenizer = _bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"], prepend_bos=True,
+                               bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                               chat_template=_LLAVA_TEMPLATE)
+    config = dict(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=_LLAVA_SIZE, patch_size=28, projection_dim=32),
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         initializer_range=0.2, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+    )
+    processor = dict(tokenizer=tokenizer, chat_template=_LLAVA_TEMPLATE, patch_size=28,
+                     vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    return tokenizer, config, processor
+
+
+def _build_llava_next_video(directory: Path) -> Path:
+    """LLaVA-NeXT-Video: each frame's 4x4 patch features average-pooled to 2x2 → 4 `<video>` tokens."""
+    import torch
+    from transformers import (LlavaNextImageProcessor, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor)
+
+    tokenizer, config, processor = _llava_parts()
+    pinpoints = [[_LLAVA_SIZE, _LLAVA_SIZE]]
+    torch.manual_seed(0)
+    config = LlavaNextVideoConfig(**config, image_grid_pinpoints=pinpoints)
+    model = LlavaNextVideoForConditionalGeneration(config).eval()
+    _set_special_ids(model, tokenizer)
+    model.save_pretrained(directory)
+    size, crop = {"shortest_edge": _LLAVA_SIZE}, {"height": _LLAVA_SIZE, "width": _LLAVA_SIZE}
+    LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size=size, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(size=size, crop_size=crop, image_grid_pinpoints=pinpoints),
+        **processor).save_pretrained(directory)
+    return directory
+
+
+def _build_video_llava(directory: Path) -> Path:
+    """Video-LLaVA: every frame's 16 patch features + CLS → 17 `<video>` tokens per frame."""
+    import torch
+    from transformers import (VideoLlavaConfig, VideoLlavaForConditionalGeneration, VideoLlavaImageProcessor,
+                              VideoLlavaProcessor, VideoLlavaVideoProcessor)
+
+    tokenizer, config, processor = _llava_parts()
+    torch.manual_seed(0)
+    model = VideoLlavaForConditionalGeneration(VideoLlavaConfig(**config)).eval()
+    _set_special_ids(model, tokenizer)
+    model.save_pretrained(directory)
+    size, crop = {"shortest_edge": _LLAVA_SIZE}, {"height": _LLAVA_SIZE, "width": _LLAVA_SIZE}
+    VideoLlavaProcessor(image_processor=VideoLlavaImageProcessor(size=size, crop_size=crop),
+                        video_processor=VideoLlavaVideoProcessor(size=size, crop_size=crop),
+                        **processor).save_pretrained(directory)
+    return directory
+
+
 def _build_clip(directory: Path) -> Path:
     """A CLIP dual encoder (the selector's architecture): 32-px patches, 16-d projections, the
     WordPiece tokenizer saved beside it; load with AutoModel + AutoTokenizer + AutoImageProcessor."""
@@ -334,9 +454,12 @@ RECIPES: dict[str, Callable[[Path], Path]] = {
     "clip": _build_clip,
     "gpt2": _build_gpt2,
     "blip2": _build_blip2,
+    "instructblip": _build_instructblip,
     "git-video": _build_git_video,
     "text-llm": _build_text_llm,
     "qwen2-vl": _build_qwen2_vl,
+    "llava-next-video": _build_llava_next_video,
+    "video-llava": _build_video_llava,
 }
 
 

@@ -27,8 +27,8 @@ def piped(spark, state_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline_sources")
     manifest = build_demo_manifest(out)  # three videos and two broken rows
     default = load_config(None)
-    # two tiny teachers whose (noise) captions are rarely degenerate
-    teachers = json.dumps([asdict(t) for t in default.caption.teachers if t.name in ("qwen2-vl-tiny", "text-llm-tiny")])
+    # two tiny teachers (text-llm-tiny reads blip2-tiny's captions); text-llm-tiny's noise is rarely degenerate
+    teachers = json.dumps([asdict(t) for t in default.caption.teachers if t.name in ("blip2-tiny", "text-llm-tiny")])
     root = tmp_path_factory.mktemp("pipeline_root")  # its own MLflow store
     overrides = [*overrides_for(root, "pipeline_e2e"), f"caption.teachers={teachers}",
                  f"models.cache_dir={state_root / 'models'}", "run.id=pipeline-run-1"]

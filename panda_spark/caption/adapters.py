@@ -1,11 +1,16 @@
 """Per-family calling conventions of the teacher models (see :class:`panda_spark.caption.teachers.Adapter`).
 
-- `blip2` (BLIP-2 / InstructBLIP-style): one frame + the prompt → caption.
+- `blip2` (BLIP-2): one frame + the prompt → caption.
+- `instructblip` (InstructBLIP, the MiniGPT-4 stand-in): the same, the prompt also instructing
+  its Q-Former.
 - `git-video` (GIT, VATEX-style video captioning): N frames stacked as (batch, frames, 3, H, W);
   GIT captions without a prompt.
-- `text-llm`: a chat LLM that sees only the prompt (subtitles + metadata): the paper's
-  "VideoChat-Text" teacher.
-- `qwen2-vl` (Qwen2-VL / Qwen2.5-VL): a video + the prompt in the model's chat template.
+- `text-llm`: a chat LLM that sees only the prompt (subtitles + metadata, and other teachers'
+  captions through `captions:<name>` inputs): the paper's "VideoChat-Text" teacher.
+- `image-text-to-text` (any `AutoModelForImageTextToText` whose processor has a chat template:
+  Qwen2-VL / Qwen2.5-VL, LLaVA-NeXT-Video, Video-LLaVA, LLaVA-OneVision): the video (`video`
+  inputs) or the keyframe (`frame`) + the prompt in the model's chat template; `qwen2-vl` is
+  the same adapter under its first name.
 - `student`: the student of train-student: video + subtitles + metadata, no prompt.
 """
 from __future__ import annotations
@@ -24,6 +29,10 @@ class Blip2Adapter(Adapter):
     def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
         return dict(self.processor(images=[item.frames[0] for item in items], text=[item.prompt for item in items],
                                    return_tensors="pt", padding=True))
+
+
+class InstructBlipAdapter(Blip2Adapter):
+    model_class = "InstructBlipForConditionalGeneration"
 
 
 class GitVideoAdapter(Adapter):
@@ -48,16 +57,20 @@ class TextLLMAdapter(Adapter):
                                                   padding=True, return_dict=True))
 
 
-class Qwen2VLAdapter(Adapter):
+class ImageTextToTextAdapter(Adapter):
     model_class = "AutoModelForImageTextToText"
 
     def preprocess(self, items: list[TeacherInput]) -> dict[str, Any]:
-        self.processor.tokenizer.padding_side = "left"
+        self.processor.tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt directly
+        kind = "video" if "video" in self.spec.inputs else "image"
         prompts = [self.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": item.prompt}]}],
+            [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": item.prompt}]}],
             add_generation_prompt=True) for item in items]
-        videos = [np.stack(item.frames) for item in items]
-        return dict(self.processor(text=prompts, videos=videos, return_tensors="pt", padding=True))
+        if kind == "video":
+            pixels = {"videos": [np.stack(item.frames) for item in items]}
+        else:
+            pixels = {"images": [item.frames[0] for item in items]}
+        return dict(self.processor(text=prompts, **pixels, return_tensors="pt", padding=True))
 
 
 class StudentAdapter(Adapter):
@@ -76,11 +89,16 @@ class StudentAdapter(Adapter):
         return cls(StudentRunner(location, device=spec.device, max_new_tokens=spec.max_new_tokens), spec)
 
     def caption(self, items: list[TeacherInput]) -> list[str]:
-        return self.runner.caption([item.frames for item in items], [item.metadata for item in items],
-                                   [item.subtitles for item in items])
+        from panda_spark.student.data import metadata_text
+
+        words = self.runner.max_text_tokens
+        return self.runner.caption([item.frames for item in items],
+                                   [metadata_text(item.title, item.description, words) for item in items],
+                                   [item.subtitles.capitalize() for item in items])
 
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    "blip2": Blip2Adapter, "git-video": GitVideoAdapter, "text-llm": TextLLMAdapter, "qwen2-vl": Qwen2VLAdapter,
+    "blip2": Blip2Adapter, "instructblip": InstructBlipAdapter, "git-video": GitVideoAdapter,
+    "text-llm": TextLLMAdapter, "image-text-to-text": ImageTextToTextAdapter, "qwen2-vl": ImageTextToTextAdapter,
     "student": StudentAdapter,
 }

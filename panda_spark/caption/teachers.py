@@ -13,7 +13,7 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from panda_spark.caption.inputs import TeacherInput, teacher_version
+from panda_spark.caption.inputs import TeacherInput
 from panda_spark.config import TeacherSettings
 from panda_spark.devices import load_pretrained
 from panda_spark.tiny_models import resolve_model
@@ -72,7 +72,7 @@ class Teacher:
     def __init__(self, spec: TeacherSettings, cache_dir: str, trust_remote_code: bool = False):
         from panda_spark.caption.adapters import ADAPTERS
 
-        self.spec, self.version = spec, teacher_version(spec)
+        self.spec = spec
         self.adapter = ADAPTERS[spec.adapter].load(spec, resolve_model(spec.model, cache_dir), cache_dir,
                                                    trust_remote_code)
 
@@ -88,7 +88,7 @@ _LOADED: "OrderedDict[str, Teacher]" = OrderedDict()  # per Python worker, most 
 
 def load_teacher(spec: TeacherSettings, cache_dir: str, trust_remote_code: bool = False) -> Teacher:
     """The worker's teacher for `spec`, loading it once; at most MAX_MODELS_PER_WORKER stay resident."""
-    key = teacher_version(spec)
+    key = repr(spec)  # the whole conf entry: a dataclass of plain values
     if key in _LOADED:
         _LOADED.move_to_end(key)
         return _LOADED[key]

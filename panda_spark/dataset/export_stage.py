@@ -7,9 +7,11 @@ Input: every clip with a selected caption (`captions.caption` and a finite `matc
 
 - `panda70m/panda70m_NNNNN.csv`: one row per source video in the published format
   (:mod:`panda_spark.dataset.panda70m`), at most `export.videos_per_csv` rows per file, rows in
-  video_id order inside a file. `desirable_filtering` is the label an imported clip came with,
-  else `desirable` for a good match and `0_low_desirable_score` otherwise;
-  `shot_boundary_detection` holds each clip's shots cut to the clip, relative to its start.
+  video_id order inside a file. `desirable_filtering` holds the labels imported clips came with,
+  and is empty for a video with a clip of unknown label (the release has no "unknown" label; it
+  is never derived from good_match); `shot_boundary_detection` holds each clip's detected shots
+  (forced 5-s pieces merged back into the shot they were cut from) cut to the clip, relative to
+  its start.
 - `webdataset/NNNNNN.tar` (`export.webdataset`): per clip `<clip_id>.mp4` (the stored clip file,
   or cut from the source: every video decoded once, in one task), `.txt` (caption) and `.json`
   (clip_id, video_id, url, times, teacher, matching_score, good_match, ...); a video's clips stay
@@ -62,7 +64,7 @@ from pyspark.sql import functions as F
 from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.dataset import writers
-from panda_spark.dataset.panda70m import DESIRABLE, LOW_DESIRABLE, header_line
+from panda_spark.dataset.panda70m import header_line
 from panda_spark.runs import StageReport
 from panda_spark.tables import Lakehouse, is_imported
 from panda_spark.waves import Progress
@@ -72,7 +74,7 @@ log = logging.getLogger(__name__)
 STAGE = "export"
 # Part of every content hash: bump it when the bytes written for the same rows change, and the
 # next export rewrites every file.
-FORMAT_VERSION = "panda70m-export/1"
+FORMAT_VERSION = "panda70m-export/2"
 MANIFEST = "_manifest.json"
 PENDING = "_pending.json"
 
@@ -112,17 +114,16 @@ def exported_clips(lake: Lakehouse, good_match_only: bool) -> DataFrame:
     clips = lake.visible_clips().select("clip_id", "video_id", "clip_idx", "start_frame", "end_frame", "start_s",
                                       "end_s", "shot_ids", "clip_path")
     shots = (clips.select("clip_id", F.explode("shot_ids").alias("shot_id"))
-             .join(lake.read("shots").select("shot_id", "start_s", "end_s"), "shot_id")
-             .groupBy("clip_id").agg(F.array_sort(F.collect_list(F.struct("start_s", "end_s"))).alias("shots")))
+             .join(lake.read("shots").select("shot_id", "start_s", "end_s", "forced"), "shot_id")
+             .groupBy("clip_id").agg(F.array_sort(F.collect_list(F.struct("start_s", "end_s", "forced")))
+                                     .alias("shots")))
     videos = lake.read("videos").select(
         "video_id", "url", "path", is_imported().alias("imported"), F.col("content_hash").alias("source_hash"),
         F.from_json(F.col("extra").getItem("desirable_filtering"), "MAP<STRING, STRING>").alias("labels"))
-    label = F.coalesce(F.col("labels")[F.col("clip_id")],
-                       F.when(F.col("good_match"), F.lit(DESIRABLE)).otherwise(F.lit(LOW_DESIRABLE)))
     return (clips.join(captions.select("clip_id", "caption", "teacher", "teacher_version", "matching_score",
                                        "good_match"), "clip_id")
             .join(videos, "video_id").join(shots, "clip_id", "left")
-            .withColumn("desirable_filtering", label).drop("labels", "shot_ids"))
+            .withColumn("desirable_filtering", F.col("labels")[F.col("clip_id")]).drop("labels", "shot_ids"))
 
 
 def per_video(clips: DataFrame) -> DataFrame:

@@ -1,24 +1,31 @@
 """import-panda-csv (Spark wrapper): published Panda-70M CSVs → `videos`, `clips`, `shots`, `captions`.
 
 Input: `--csv PATH`, one CSV or a directory of `*.csv` (the release's files, or `export`'s). Spark
-reads each file (multiLine-safe, all cells as strings) and the records are parsed and validated
-in a `mapInPandas` task (:mod:`panda_spark.dataset.importer`; list cells are never evaluated).
+reads each file (multiLine-safe, all cells as strings, one character per byte) and the records
+are decoded as UTF-8, parsed and validated in a `mapInPandas` task
+(:mod:`panda_spark.dataset.importer`; list cells are never evaluated).
 Output, MERGEd by key (a reimport adds and changes nothing):
 
-- `videos`: path = url, `extra['origin'] = 'panda70m-csv'` (:func:`panda_spark.tables.is_imported`:
-  split, caption and the student skip these videos), `extra['desirable_filtering']` = a JSON
-  object clip_id → label, `probe_version` NULL;
+- `videos`: path = url (all its loaded records have the same), `extra['origin'] = 'panda70m-csv'`
+  (:func:`panda_spark.tables.is_imported`: split, caption and the student skip these videos),
+  `extra['desirable_filtering']` = a JSON object clip_id → label, `probe_version` NULL;
 - `clips`: clip_id = uuid5(video, start, end, IMPORT_VERSION), preset `panda70m-csv`,
   splitter_version IMPORT_VERSION, no frames and no file; `shots` from shot_boundary_detection
   (absolute times); clip_idx / shot_idx number all of a video's imported clips / shots in time
   order, so a video found in several files (the 2M subset and the full set) gets their union;
 - `captions`: teacher `panda70m`, the published matching_score, good_match from
-  `select.good_match_threshold`.
+  `select.good_match_threshold` (empty: the paper's 0.43, the published scores' own UMT scale).
 
 A malformed record goes to `errors` (stage `import-panda-csv`, key videoID, or `<file>:row<N>`
-when it has none) with its class (MissingField, MalformedList, MalformedTimestamp, ...); a videoID
-that names an ingested (probed) video is `AlreadyIngested` and leaves that video alone. Errors of
-records that now load are cleared. Resources: light; one task per file reads it, parsing is spread.
+when it has none or it is not UTF-8) with its class (InvalidEncoding, MissingField, MalformedList,
+MalformedTimestamp, ...); a videoID that names an ingested (probed) video is `AlreadyIngested` and
+leaves that video alone; a record repeating a videoID in the same file or with another url is
+`DuplicateVideoId` (key `<videoID>@<file>:row<N>`, see
+:func:`panda_spark.dataset.importer.duplicate_records`) and the first record loads. Errors of
+records that now load are cleared, and so are errors from a file of the same name read again that
+this run does not find again. Every record read is either imported or one error:
+counts `records` = `imported` + the `errors.<class>` counts (`errored` their sum).
+Resources: light; one task per file reads it, parsing is spread.
 """
 from __future__ import annotations
 
@@ -30,14 +37,17 @@ from pyspark.sql import functions as F
 
 from panda_spark import storage
 from panda_spark.config import Config
-from panda_spark.dataset.importer import IMPORT_VERSION, RESULT_SCHEMA, SCORER, TEACHER, import_batch
+from panda_spark.dataset.importer import (ERROR_SCHEMA, IMPORT_VERSION, READ_ENCODING, RESULT_SCHEMA, SCORER, TEACHER,
+                                          duplicate_records, import_batch)
 from panda_spark.dataset.panda70m import COLUMNS, REQUIRED_COLUMNS
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
+from panda_spark.select.calibrate import PAPER_GOOD_MATCH_THRESHOLD
 from panda_spark.tables import IMPORTED_ORIGIN, TABLES, Lakehouse
 
 STAGE = "import-panda-csv"
 _FIRST = ["source_file", "source_row"]  # of several records of one video or clip, the first wins
+_BOM = "\ufeff".encode("utf-8").decode(READ_ENCODING)  # a UTF-8 byte order mark as read
 
 
 def csv_files(path: str) -> list[str]:
@@ -59,12 +69,14 @@ def csv_files(path: str) -> list[str]:
 
 
 def read_records(spark: SparkSession, files: list[str]) -> DataFrame:
-    """The CSV columns as strings (absent optional columns NULL), source_file and source_row (the
-    1-based record number in its file; records may span lines)."""
+    """The CSV columns as strings read one character per byte (READ_ENCODING: decoding is the
+    importer's, so no byte is replaced; absent optional columns NULL), source_file and source_row
+    (the 1-based record number in its file; records may span lines)."""
     frames = []
     for path in files:
-        df = spark.read.csv(path, header=True, multiLine=True, escape='"', inferSchema=False, mode="PERMISSIVE")
-        df = df.toDF(*[c.lstrip("\ufeff").strip() for c in df.columns])
+        df = spark.read.csv(path, header=True, multiLine=True, escape='"', inferSchema=False, mode="PERMISSIVE",
+                            encoding=READ_ENCODING)
+        df = df.toDF(*[c.removeprefix(_BOM).strip() for c in df.columns])
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing:
             raise ConfigError(f"--csv {path}: not a Panda-70M CSV, missing column(s) {', '.join(missing)} "
@@ -117,9 +129,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
         F.concat(F.lit("video "), F.col("video_id"), F.lit(" was ingested from a file; "
                                                            "the CSV row would overwrite it")).alias("message"),
         F.to_json(F.struct("source_file", "source_row", "video_id", "url")).alias("input_snapshot"))
-    failed = _first_per(results.filter("status = 'error'").select(
-        "key", "source_file", "source_row", "error_class", "message", "input_snapshot").unionByName(ingested), "key")
-    loaded = parsed.join(probed, "video_id", "left_anti").localCheckpoint(eager=True)
+    candidates = parsed.join(probed, "video_id", "left_anti")
+    repeated = candidates.groupBy("video_id").count().filter("count > 1").select("video_id")
+    duplicates = (candidates.join(repeated, "video_id", "left_semi").select("video_id", "url", *_FIRST)
+                  .groupBy("video_id").applyInPandas(duplicate_records, ERROR_SCHEMA))
+    # one row per record that does not load: the counts below add up to the records read
+    errors = results.filter("status = 'error'").select(
+        "key", "source_file", "source_row", "error_class", "message", "input_snapshot").unionByName(
+        ingested).unionByName(duplicates).localCheckpoint(eager=True)
+    failed = _first_per(errors, "key")
+    loaded = candidates.join(errors.select(*_FIRST), _FIRST, "left_anti").localCheckpoint(eager=True)
 
     spark.sparkContext.setJobDescription("import-panda-csv: merge")
     clips = _first_per(loaded.select("video_id", *_FIRST, F.explode("clips").alias("c")).select(
@@ -138,18 +157,24 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
         "captions": lake.merge("captions", lake.complete("captions", clips.select(
             "clip_id", "caption", F.lit(TEACHER).alias("teacher"), F.lit(IMPORT_VERSION).alias("teacher_version"),
             "matching_score", F.lit(SCORER).alias("scorer_version"),
-            (F.col("matching_score") > F.lit(float(cfg.select.good_match_threshold))).alias("good_match")))),
+            (F.col("matching_score") > F.lit(float(_good_match_threshold(cfg)))).alias("good_match")))),
     }
-    errored = lake.record_errors(STAGE, failed).total
-    lake.clear_errors(STAGE, loaded.select("key").join(failed.select("key"), "key", "left_anti"))
-    report.counts = {"records": rows_in, "videos": loaded.select("video_id").distinct().count(),
-                     **{f"{t}.changed": m.inserted + m.updated for t, m in merged.items()}, "errored": errored}
+    lake.record_errors(STAGE, failed)
+    reread = (lake.read("errors").filter(F.col("stage") == STAGE)
+              .filter(F.get_json_object("input_snapshot", "$.source_file").isin([posixpath.basename(f) for f in files]))
+              .select("key"))
+    lake.clear_errors(STAGE, loaded.select("key").unionByName(reread).join(failed.select("key"), "key", "left_anti"))
+    by_class = dict(sorted((r.error_class, r["count"]) for r in errors.groupBy("error_class").count().collect()))
+    errored = sum(by_class.values())
+    report.counts = {"records": rows_in, "imported": loaded.count(), **{f"errors.{c}": n for c, n in by_class.items()},
+                     "errored": errored, "videos": loaded.select("video_id").distinct().count(),
+                     **{f"{t}.changed": m.inserted + m.updated for t, m in merged.items()}}
     changed = sum(m.inserted + m.updated for m in merged.values())
     return report.finish(rows_in=rows_in, rows_out=changed, errored=errored)
 
 
 def _video_rows(lake: Lakehouse, loaded: DataFrame, clips: DataFrame) -> DataFrame:
-    """One `videos` row per loaded video: the first record's url; extra holds the origin and the
+    """One `videos` row per loaded video: its url; extra holds the origin and the
     desirable_filtering labels of its clips, this import's over those a previous one stored."""
     first = _first_per(loaded, "video_id").select("video_id", "url")
     stored = (lake.read("videos").join(first, "video_id", "left_semi").select("video_id", F.explode(
@@ -165,3 +190,9 @@ def _video_rows(lake: Lakehouse, loaded: DataFrame, clips: DataFrame) -> DataFra
                                       F.lit("desirable_filtering"), F.col("labels")), lambda k, v: v.isNotNull())
     return first.join(label_json, "video_id", "left").select(
         "video_id", F.col("url").alias("path"), "url", extra.alias("extra"))
+
+
+def _good_match_threshold(cfg: Config) -> float:
+    """Published matching scores are UMT's: without a conf threshold, the paper's is theirs."""
+    threshold = cfg.select.good_match_threshold
+    return PAPER_GOOD_MATCH_THRESHOLD if threshold is None else threshold

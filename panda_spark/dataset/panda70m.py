@@ -7,14 +7,20 @@ literals (`str(list)`, as pandas writes them), one entry per clip, clips in time
 - timestamp: `[['0:01:20.880', '0:01:23.983'], ...]`, `H:MM:SS.mmm` truncated to the millisecond;
 - caption: `['A cat ...', "An elephant's trunk."]` (repr: a caption holding `'` gets double quotes);
 - matching_score: `[0.451416015625, ...]`;
-- desirable_filtering: one label per clip (`desirable`, `0_low_desirable_score`, ...);
+- desirable_filtering: one label per clip, from the release's desirability filter (README of
+  snap-research/Panda-70M, Oct 2024): `desirable`, `0_low_desirable_score`,
+  `1_still_foreground_image`, `2_tiny_camera_movement`, `3_screen_in_screen`,
+  `4_computer_screen_recording`;
 - shot_boundary_detection: per clip a list of `[start, end]` shots, times relative to the clip.
+  The release's shots are TransNetV2's: detected shots only, never cut by a time rule.
 
 The released downloader reads the lists with `eval`; here a cell is parsed with `ast.parse` and
 accepted only if its syntax tree is nothing but (nested) lists / tuples of string and number
 literals of the expected shape, below a size cap: nothing in a cell is ever evaluated. Every
 problem raises an :class:`InputError` subclass whose class name goes to the `errors` table.
-Files written before the Oct 2024 release lack the last two columns; they are optional.
+Files written before the Oct 2024 release lack the last two columns; they are optional, and the
+release has no label for "unknown": a row whose clips' labels are not all known has an empty
+desirable_filtering cell (read back as the column's absence, like those files).
 """
 from __future__ import annotations
 
@@ -30,11 +36,6 @@ from panda_spark.errors import InputError, MissingField
 COLUMNS = ("videoID", "url", "timestamp", "caption", "matching_score", "desirable_filtering",
            "shot_boundary_detection")
 REQUIRED_COLUMNS = COLUMNS[:5]
-# Labels of the released desirability filter (README of snap-research/Panda-70M, Oct 2024).
-DESIRABLE = "desirable"
-LOW_DESIRABLE = "0_low_desirable_score"
-DESIRABLE_LABELS = (DESIRABLE, LOW_DESIRABLE, "1_still_foreground_image", "2_tiny_camera_movement",
-                    "3_screen_in_screen", "4_computer_screen_recording")
 MAX_CELL_CHARS = 4_000_000  # a source video with thousands of clips stays well below this
 _MAX_ID_CHARS = 256
 _TIMESTAMP = re.compile(r"(\d{1,6}):([0-5]\d):([0-5]\d)(?:\.(\d{1,6}))?")
@@ -103,26 +104,29 @@ def parse_timestamp(text: object) -> int:
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """One clip of a source video as the CSV carries it; shots are absolute (start_s, end_s)."""
+    """One clip of a source video as the CSV carries it; shots are absolute (start_s, end_s);
+    desirable_filtering None when not known."""
     start_s: float
     end_s: float
     caption: str
     matching_score: float
-    desirable_filtering: str
+    desirable_filtering: str | None
     shots: tuple[tuple[float, float], ...] = ()
 
 
 def build_row(video_id: str, url: str | None, clips: list[ClipRecord]) -> dict[str, str]:
     """The CSV cells of one source video; clips in time order, shots clipped to their clip and
-    given relative to its start (as TransNetV2 was run on each clip in the release)."""
+    given relative to its start (as TransNetV2 was run on each clip in the release);
+    desirable_filtering empty unless every clip's label is known."""
     clips = sorted(clips, key=lambda c: (c.start_s, c.end_s))
+    labels = [c.desirable_filtering for c in clips]
     return {
         "videoID": video_id,
         "url": url or "",
         "timestamp": repr([[format_timestamp(c.start_s), format_timestamp(c.end_s)] for c in clips]),
         "caption": repr([str(c.caption) for c in clips]),
         "matching_score": repr([float(c.matching_score) for c in clips]),
-        "desirable_filtering": repr([str(c.desirable_filtering) for c in clips]),
+        "desirable_filtering": repr([str(label) for label in labels]) if None not in labels else "",
         "shot_boundary_detection": repr([clip_shots(c) for c in clips]),
     }
 
@@ -131,6 +135,20 @@ def clip_shots(clip: ClipRecord) -> list[list[str]]:
     """The clip's shots cut to the clip, as [start, end] timestamps relative to its start."""
     inside = [(max(a, clip.start_s) - clip.start_s, min(b, clip.end_s) - clip.start_s) for a, b in sorted(clip.shots)]
     return [[format_timestamp(a), format_timestamp(b)] for a, b in inside if b > a]
+
+
+def detected_shots(shots: list[tuple[float, float, bool | None]]) -> tuple[tuple[float, float], ...]:
+    """(start_s, end_s) of detected shots from shots (start_s, end_s, forced): a forced piece (it
+    starts at a cut the time rule made, not the detector) is merged into the shot it continues,
+    the one ending where it starts. A forced piece whose detected start is not among `shots`
+    stays a shot of its own: cut to a clip, it is that shot's part inside the clip."""
+    merged: list[list[float]] = []
+    for start, end, forced in sorted(shots, key=lambda s: (s[0], s[1])):
+        if forced and merged and merged[-1][1] == start:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple((a, b) for a, b in merged)
 
 
 def csv_line(row: dict[str, str]) -> str:

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 
 from panda_spark import storage
-from panda_spark.dataset.panda70m import ClipRecord, build_row, clip_shots, csv_line, format_timestamp, header_line
+from panda_spark.dataset.panda70m import (ClipRecord, build_row, clip_shots, csv_line, detected_shots, format_timestamp,
+                                          header_line)
 from panda_spark.errors import InputError, MissingField
 from panda_spark.video.decode import decode_failure
 
@@ -43,9 +44,11 @@ def shard_name(shard: int) -> str:
 
 
 def clip_record(clip: dict) -> ClipRecord:
+    """An export row's clip (shots with their `forced` flag) → its CSV record: detected shots only."""
+    shots = () if clip["shots"] is None else clip["shots"]
     return ClipRecord(clip["start_s"], clip["end_s"], clip["caption"], clip["matching_score"],
                       clip["desirable_filtering"],
-                      tuple((s["start_s"], s["end_s"]) for s in (() if clip["shots"] is None else clip["shots"])))
+                      detected_shots([(s["start_s"], s["end_s"], s["forced"]) for s in shots]))
 
 
 class _Files:
@@ -95,7 +98,7 @@ def _open_csv(path: str):
 
 def write_csv_parts(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.DataFrame]:
     """Rows (file, video_id, url, clips[start_s, end_s, caption, matching_score,
-    desirable_filtering, shots[start_s, end_s]]) sorted by file then video_id → one CSV per file."""
+    desirable_filtering, shots[start_s, end_s, forced]]) sorted by file then video_id → one CSV per file."""
     with tempfile.TemporaryDirectory() as tmp:
         files = _Files(tmp, out_dir, csv_name, _open_csv)
         for batch in batches:

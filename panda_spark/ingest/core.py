@@ -29,7 +29,7 @@ RESULT_SCHEMA = (
     "status STRING, key STRING, video_id STRING, path STRING, url STRING, title STRING, "
     "description STRING, duration_s DOUBLE, fps DOUBLE, fps_rational STRING, avg_fps DOUBLE, "
     "frame_count BIGINT, width INT, height INT, codec STRING, pix_fmt STRING, container STRING, "
-    "has_audio BOOLEAN, bytes BIGINT, file_mtime DOUBLE, content_hash STRING, "
+    "has_audio BOOLEAN, rotation INT, bytes BIGINT, file_mtime DOUBLE, content_hash STRING, "
     "subtitles ARRAY<STRUCT<start_s: DOUBLE, end_s: DOUBLE, text: STRING>>, subtitles_format STRING, "
     "subtitles_source STRING, extra_json STRING, source_signature STRING, probe_version STRING, "
     "error_class STRING, message STRING, input_snapshot STRING"
@@ -63,6 +63,7 @@ class IngestResult:
     pix_fmt: str | None = None
     container: str | None = None
     has_audio: bool | None = None
+    rotation: int | None = None
     bytes: int | None = None
     file_mtime: float | None = None
     content_hash: str | None = None

@@ -4,7 +4,7 @@ Contract of :func:`select_batch` (the `mapInPandas` function of the select stage
 in `clip_id`, `candidates` (teacher, teacher_version, caption; sorted by teacher),
 `candidates_hash`, `frames` (clip_frames rows: frame_idx, role, jpeg; may be empty for a scorer
 that needs none) → out one RESULT_SCHEMA row: the best-scoring candidate, every candidate's score,
-and `good_match` (best score > threshold), or an error row.
+and `good_match` (best score > threshold; None without a threshold), or an error row.
 """
 from __future__ import annotations
 
@@ -45,19 +45,20 @@ class Selection:
     best: Candidate
     matching_score: float
     scores: dict[str, float]  # teacher → score
-    good_match: bool
+    good_match: bool | None  # None: no threshold to grade by (not calibrated yet)
 
 
-def select_best(clip_id: str, candidates: list[Candidate], scores: np.ndarray, threshold: float) -> Selection:
+def select_best(clip_id: str, candidates: list[Candidate], scores: np.ndarray, threshold: float | None) -> Selection:
     """The highest-scoring candidate (the first one on a tie, so reruns pick the same)."""
     if len(candidates) != len(scores) or not candidates:
         raise ValueError(f"clip {clip_id}: {len(candidates)} candidates but {len(scores)} scores")
     best = int(np.argmax(scores))
     return Selection(clip_id, candidates[best], float(scores[best]),
-                     {c.teacher: float(s) for c, s in zip(candidates, scores)}, bool(scores[best] > threshold))
+                     {c.teacher: float(s) for c, s in zip(candidates, scores)},
+                     None if threshold is None else bool(scores[best] > threshold))
 
 
-def select_batch(batches: Iterator[pd.DataFrame], spec: ScorerSpec, threshold: float) -> Iterator[pd.DataFrame]:
+def select_batch(batches: Iterator[pd.DataFrame], spec: ScorerSpec, threshold: float | None) -> Iterator[pd.DataFrame]:
     """mapInPandas adapter (see the module docstring); the scorer loads once per Python worker."""
     scorer = load_scorer(spec)
     for batch in batches:
@@ -89,7 +90,7 @@ def prepare_clip(clip: dict, spec: ScorerSpec) -> ReadyClip:
     return ScoringInput(clip["clip_id"], pixels, [c.caption for c in candidates]), candidates, clip["candidates_hash"]
 
 
-def _select(scorer: Scorer, ready: list[ReadyClip], threshold: float) -> list[dict]:
+def _select(scorer: Scorer, ready: list[ReadyClip], threshold: float | None) -> list[dict]:
     scores = scorer.score([item for item, _, _ in ready])
     rows = []
     for (item, candidates, candidates_hash), clip_scores in zip(ready, scores):

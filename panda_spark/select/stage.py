@@ -2,7 +2,9 @@
 `selection_labels` loader.
 
 Per clip, the candidates are the newest caption of each teacher, degenerate ones left out,
-sorted by teacher. Incremental: a clip is scored again only when the scorer version changed or a
+sorted by teacher. `good_match` is graded by `select.good_match_threshold`, or, when that is
+empty, by the threshold calibrate-selection stored for the scorer version (`calibrations`); each
+run regrades the scorer's captions, so a changed threshold takes effect without re-scoring. Incremental: a clip is scored again only when the scorer version changed or a
 candidate caption was written after the clip was selected; pending clips go in waves of
 `select.wave_clips`, each committed on its own. Scoring runs in a `mapInPandas` task
 (`select_batch`) with the scorer resident per Python worker, `select.batch_size` clips per model
@@ -23,10 +25,11 @@ from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
+from panda_spark.select.calibrate import GOOD_MATCH
 from panda_spark.select.core import RESULT_SCHEMA, select_batch
 from panda_spark.select.labels import parse_labels
 from panda_spark.select.registry import scorer_spec
-from panda_spark.spark import gpu_profile
+from panda_spark.spark import gpu_profile, sql_string
 from panda_spark.tables import ROW_HASH, Lakehouse, row_hash_sql
 from panda_spark.waves import waves
 
@@ -66,6 +69,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
     spec = scorer_spec(cfg)
+    threshold = good_match_threshold(lake, cfg, spec.version)
     spark.sparkContext.setJobDescription(f"select: candidates not yet scored by {spec.version}")
     read_at = spark.sql("SELECT current_timestamp()").first()[0]  # before the candidates are read
     sets = candidate_sets(lake, pending_clips(lake, spec.version)).localCheckpoint(eager=True)
@@ -79,7 +83,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
             todo = todo.join(lake.frames_for(clips), "clip_id", "left")
         spark.sparkContext.setJobDescription(f"select: wave {wave.index + 1}: scoring with {spec.version}")
         results = todo.repartition(partitions).mapInPandas(
-            partial(select_batch, spec=spec, threshold=cfg.select.good_match_threshold), RESULT_SCHEMA,
+            partial(select_batch, spec=spec, threshold=threshold), RESULT_SCHEMA,
             **gpu_profile(cfg, cfg.select.task_gpus, cfg.select.executor_gpus),
         ).localCheckpoint(eager=True)
         ok = results.filter("status = 'selected'").select(
@@ -97,21 +101,36 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
         totals["selected"] += merged.inserted + merged.updated
         totals["unchanged"] += merged.unchanged
         wave.done(scored)
-    regraded = regrade(lake, cfg.select.good_match_threshold)
+    regraded = regrade(lake, threshold, spec.version)
     report.counts.update(selected=totals["selected"], unchanged=totals["unchanged"], errored=totals["errored"],
                          regraded=regraded, good_match=lake.read("captions").filter("good_match").count())
     return report.finish(rows_in=totals["in"], rows_out=totals["selected"], errored=totals["errored"])
 
 
-def regrade(lake: Lakehouse, threshold: float) -> int:
-    """Set `good_match` of every selected clip from the current threshold (a changed threshold
-    needs no re-scoring); the number of rows whose flag changed."""
+def good_match_threshold(lake: Lakehouse, cfg: Config, scorer_version: str) -> float | None:
+    """`select.good_match_threshold`; when empty, the value calibrate-selection stored for
+    `scorer_version`, or None (with a warning) while there is none."""
+    if cfg.select.good_match_threshold is not None:
+        return cfg.select.good_match_threshold
+    row = (lake.read("calibrations").filter((F.col("name") == GOOD_MATCH) & (F.col("scorer_version") == scorer_version))
+           .select("value").first())
+    if row is None:
+        log.warning("select: select.good_match_threshold is empty and %s has no calibrated one yet: good_match "
+                    "stays NULL until panda-spark calibrate-selection", scorer_version)
+        return None
+    return row.value
+
+
+def regrade(lake: Lakehouse, threshold: float | None, scorer_version: str) -> int:
+    """Set `good_match` of the clips selected by `scorer_version` from `threshold` (None: NULL,
+    ungraded); the number of rows whose flag changed. A threshold is on its scorer's scale, so
+    rows of another scorer (imported Panda-70M scores, clips whose re-scoring failed) keep theirs."""
     lake.spark.sparkContext.setJobDescription(f"select: good_match at threshold {threshold}")
-    good = f"(matching_score > {float(threshold)!r})"
+    good = "CAST(NULL AS BOOLEAN)" if threshold is None else f"(matching_score > {float(threshold)!r})"
     metrics = lake.committing("captions", "update", lambda _: lake.spark.sql(
         f"UPDATE {lake.name('captions')} SET good_match = {good}, updated_at = current_timestamp(), "
         f"{ROW_HASH} = {row_hash_sql('captions', replaced={'good_match': good})} "
-        f"WHERE NOT (good_match <=> {good})").first())
+        f"WHERE scorer_version = '{sql_string(scorer_version)}' AND NOT (good_match <=> {good})").first())
     return int(metrics["num_affected_rows"]) if metrics is not None else 0
 
 

@@ -5,6 +5,8 @@ returns its shots, clips and clip frames as nested rows. Videos go in waves of `
 each wave is committed on its own (:func:`commit_wave`): replacing MERGEs (a re-split video's old
 rows go, and so does everything downstream of a clip it no longer has), then the videos' `commits`
 rows. Incremental: a video committed with the current parameter hash and file hash is skipped.
+A video split into no clip is committed too, with a `NoClips` row in `errors` that counts what
+dropped its shots (cleared once a later split yields clips).
 Resources: one decoder per task; sampled 224² frames are held only while a clip may still use
 them (about the open event's length, not the video's: `bench/split_memory.py`); the colour/layout
 embedder runs on CPU, a transformers embedder on the task's GPU when the cluster schedules GPUs
@@ -12,6 +14,7 @@ embedder runs on CPU, a transformers embedder on the task's GPU when the cluster
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Iterator
@@ -21,7 +24,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from panda_spark import storage
-from panda_spark.config import Config, SplitSettings
+from panda_spark.config import STITCH_THRESHOLD_KEYS, Config, SplitSettings
+from panda_spark.errors import NoClips
 from panda_spark.runs import StageReport
 from panda_spark.split.core import SplitParams, split_video
 from panda_spark.split.embedders import ColorLayoutEmbedder, ImageEmbedder
@@ -33,6 +37,7 @@ from panda_spark.video.clip_writer import write_clips
 from panda_spark.video.decode import decode_failure
 from panda_spark.waves import waves
 
+log = logging.getLogger(__name__)
 STAGE = "split"
 _PRODUCED = ("shots", "clip_frames", "clips")  # write order: clips, which readers start from, last
 
@@ -51,12 +56,20 @@ def result_schema() -> str:
 
 
 def split_params(settings: SplitSettings) -> SplitParams:
-    """Conf → core parameters; empty stitching keys take the preset's value."""
-    overrides = {f.name: getattr(settings, f.name) for f in fields(StitchParams)
-                 if getattr(settings, f.name, None) is not None}
+    """Conf → core parameters. A stitching key set in the conf wins; else the embedder's calibrated
+    value (`split.embedder_thresholds[split.embedder]`); else the preset's (ImageBind-scale) value."""
+    calibrated = settings.embedder_thresholds.get(settings.embedder, {})
+    explicit = {f.name: getattr(settings, f.name) for f in fields(StitchParams)
+                if getattr(settings, f.name, None) is not None}
+    if settings.embedder != "color-layout" and not calibrated and set(STITCH_THRESHOLD_KEYS) - set(explicit):
+        # color-layout was designed for these values; a model's distances run on its own scale
+        log.warning("split: no split.embedder_thresholds for %s: its stitching uses ImageBind's thresholds "
+                    "(calibrate with bench/embedder_calibration.py --embedder %s)", settings.embedder, settings.embedder)
+    overrides = {**calibrated, **explicit}
     scan = ScanParams(
-        threshold=settings.threshold, min_scene_len=settings.min_scene_len,
-        analysis_width=settings.analysis_width, analysis_height=settings.analysis_height,
+        threshold=settings.threshold, min_scene_len=settings.min_scene_len, flash_filter=settings.flash_filter,
+        analysis_size=settings.analysis_size, analysis_width=settings.analysis_width,
+        analysis_height=settings.analysis_height,
         max_shot_s=settings.max_shot_s, forced_step_s=settings.forced_step_s, sample_fps=settings.sample_fps, sample_short_side=settings.frame_size,
     )
     return SplitParams(settings.preset, scan, stitch_params(settings.preset, **overrides), settings.uniform_frames,
@@ -113,6 +126,8 @@ def split_batch(batches: Iterator[pd.DataFrame], embedder: EmbedderSpec, params:
                 if clip_store:
                     _materialize(path, result.clips, clip_store)
                 row.update(shots=result.shots, clips=result.clips, clip_frames=result.clip_frames)
+                if result.no_clips:  # split (and committed: splitting again gives the same), but said why
+                    row.update(error_class=NoClips.error_class, message=result.no_clips)
             except Exception as exc:  # one unreadable video must not fail the stage
                 error_class, message = decode_failure(exc)
                 row.update(status="error", error_class=error_class, message=message)
@@ -152,7 +167,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
     split = partial(split_batch, embedder=embedder, params=params,
                     clip_store=cfg.clip_store_dir if params.materialize_clips else None)
-    totals = dict.fromkeys(("videos", "rows_in", *_PRODUCED, "errored"), 0)
+    totals = dict.fromkeys(("videos", "rows_in", *_PRODUCED, "no_clips", "errored"), 0)
     for wave in waves(todo, "video_id", cfg.split.wave_videos, STAGE, "videos"):
         spark.sparkContext.setJobDescription(f"split: wave {wave.index + 1}: decode, detect, stitch")
         results = (todo.join(wave.keys, "video_id", "left_semi").repartition(partitions)
@@ -162,7 +177,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
             totals[name] += n
         wave.done(written["rows_in"])
     report.counts = {"videos": totals["videos"], "skipped": skipped, **{t: totals[t] for t in _PRODUCED},
-                     "errored": totals["errored"]}
+                     "no_clips": totals["no_clips"], "errored": totals["errored"]}
     return report.finish(rows_in=totals["rows_in"], rows_out=totals["clips"], errored=totals["errored"])
 
 
@@ -171,7 +186,8 @@ def commit_wave(lake: Lakehouse, results: DataFrame, params_hash: str) -> dict[s
     video's split all-or-nothing for readers and reruns:
 
     1. the videos' earlier split (if any) stops being committed: readers no longer see its clips;
-    2. errors of the failed videos recorded, those of the split ones cleared;
+    2. errors of the failed videos recorded, and the `NoClips` rows of the videos split without a
+       clip (they are committed like the others); the errors of the videos split into clips cleared;
     3. rows of clips that the new split no longer has are deleted everywhere (frames, captions,
        labels, their errors), so that no row refers to a clip `clips` lacks;
     4. shots, clip_frames and clips replaced;
@@ -182,12 +198,12 @@ def commit_wave(lake: Lakehouse, results: DataFrame, params_hash: str) -> dict[s
     scope = ok.select("video_id")
     resplit = lake.committed(STAGE).join(scope.withColumnRenamed("video_id", "key"), "key", "left_semi")
     lake.delete("commits", resplit.withColumn("stage", F.lit(STAGE)))
-    errors = results.filter("status = 'error'").select(
+    errors = results.filter("error_class IS NOT NULL").select(
         F.col("video_id").alias("key"), "error_class", "message",
         F.to_json(F.struct("video_id")).alias("input_snapshot"),
     )
-    errored = lake.record_errors(STAGE, errors).total
-    lake.clear_errors(STAGE, ok.select(F.col("video_id").alias("key")))
+    lake.record_errors(STAGE, errors)
+    lake.clear_errors(STAGE, ok.filter("error_class IS NULL").select(F.col("video_id").alias("key")))
     new_clips = ok.select(F.explode("clips.clip_id").alias("clip_id"))
     lake.remove_clips(lake.read("clips").join(scope, "video_id", "left_semi").join(new_clips, "clip_id", "left_anti"))
     counts = {}
@@ -198,4 +214,6 @@ def commit_wave(lake: Lakehouse, results: DataFrame, params_hash: str) -> dict[s
     lake.commit(STAGE, ok.select(
         F.col("video_id").alias("key"), F.lit(params_hash).alias("version"), F.col("content_hash").alias("input_hash"),
         F.create_map(*[x for t in _PRODUCED for x in (F.lit(t), F.size(t).cast("bigint"))]).alias("outputs")))
-    return {"videos": ok.count(), "rows_in": results.count(), **counts, "errored": errored}
+    return {"videos": ok.count(), "rows_in": results.count(), **counts,
+            "no_clips": ok.filter("error_class IS NOT NULL").count(),
+            "errored": results.filter("status = 'error'").count()}

@@ -20,12 +20,18 @@ The steps, each a function named after the Panda-70M one it reproduces:
 
 All distances are L2 distances between float32 embeddings, and every comparison, `int()`
 truncation and threshold direction (`>` vs `<`) is the released code's. `PRESETS` holds the
-arguments of the released code's call ("released_code") and of its commented-out alternative
-that matches the paper's description ("paper").
+`verify_cutscene` / `cutscene_stitching` / `verify_event` arguments of the released
+`splitting/event_stitching.py` (transition 1.0 and stitch 0.6 in both):
+
+- "panda70m": its commented-out line 200 — min 2.5 s, max 60 s, redundancy 0.3, trim 0.1,
+  still 0.15 — which the splitting README names as the settings that collected Panda-70M.
+- "released_code": its active line 199 — min 2.0 s, max 1200 s, redundancy 0, trim 0, still 0.15.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -44,8 +50,8 @@ class StitchParams:
 
 
 PRESETS: dict[str, StitchParams] = {
+    "panda70m": StitchParams(1.0, 0.6, 2.5, 60.0, 0.3, 0.1, 0.15),
     "released_code": StitchParams(1.0, 0.6, 2.0, 1200.0, 0.0, 0.0, 0.15),
-    "paper": StitchParams(1.0, 0.6, 2.0, 60.0, 0.3, 0.1, 0.15),
 }
 
 
@@ -75,6 +81,17 @@ class StitchedEvent:
     end: int
     shot_indices: list[int]
     frame_feats: list[np.ndarray]  # [shot0 first, shot0 last, shot1 first, shot1 last, ...]
+
+
+class IndexClock:
+    """Frame times of a constant-rate video, in frame periods: frame i at i. (A variable-rate video's
+    are its presentation times, `panda_spark.video.decode.FrameClock`.)"""
+
+    def __getitem__(self, index: int) -> float:
+        return float(index)
+
+
+INDEX_CLOCK = IndexClock()
 
 
 def _l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -121,42 +138,61 @@ def stitch(shots: Sequence[tuple[int, int]], feats_first: np.ndarray, feats_last
 
 
 def verify_events(events: Sequence[StitchedEvent], fps: float, min_len_s: float, max_len_s: float,
-                  redundancy_threshold: float, trim_fraction: float, still_threshold: float) -> list[Event]:
+                  redundancy_threshold: float, trim_fraction: float, still_threshold: float,
+                  clock: Sequence[float] | None = None, drops: Counter | None = None) -> list[Event]:
     """Panda-70M's `verify_event`: filter, cut and trim the stitched events, in order.
 
-    The returned ranges may be empty (end <= start) only for degenerate parameters;
+    Lengths are presentation times: `clock[i]` is frame i's time in nominal frame periods (1/fps s;
+    its entry past the last frame, the video's end), None for constant-rate video (`INDEX_CLOCK`):
+    the max-length cut ends on the last frame within `max_len_s`, trimming moves each end inwards to
+    the first frame at least the trim away, which at a constant rate are the released code's frame
+    counts. `drops`, when given, counts the shots of the events dropped, by reason (short, still,
+    redundant). The returned ranges may be empty (end <= start) only for degenerate parameters;
     `stitch_shots` drops those, while their means still count for the redundancy check here,
     as in the released code.
     """
+    clock = INDEX_CLOCK if clock is None else clock
+    drops = Counter() if drops is None else drops
     kept: list[Event] = []
     kept_means: list[np.ndarray] = []
     for ev in events:
         start, end = ev.start, ev.end
-        if end - start < min_len_s * fps:
+        if clock[end] - clock[start] < min_len_s * fps:
+            drops["short"] += len(ev.shot_indices)
             continue
         if _l2(ev.frame_feats[0], ev.frame_feats[-1]) < still_threshold:
+            drops["still"] += len(ev.shot_indices)
             continue
         mean = np.stack(ev.frame_feats).astype(np.float32).mean(axis=0, dtype=np.float32)
         if any(_l2(m, mean) < redundancy_threshold for m in kept_means):
+            drops["redundant"] += len(ev.shot_indices)
             continue
-        end = start + min(int(max_len_s * fps), end - start)
-        trim = int(trim_fraction * (end - start))
-        kept.append(Event(start + trim, end - trim, tuple(ev.shot_indices), mean))
+        end = bisect.bisect_right(clock, clock[start] + int(max_len_s * fps), start, end + 1) - 1
+        trim = int(trim_fraction * (clock[end] - clock[start]))
+        start, end = (bisect.bisect_left(clock, clock[start] + trim, start, end + 1),
+                      bisect.bisect_right(clock, clock[end] - trim, start, end + 1) - 1)
+        kept.append(Event(start, end, tuple(ev.shot_indices), mean))
         kept_means.append(mean)
     return kept
 
 
 def stitch_shots(shots: list[tuple[int, int]], feats_first: np.ndarray, feats_last: np.ndarray,
-                 readable: np.ndarray | None, fps: float, params: StitchParams) -> list[Event]:
-    """Shots of one video → its events: `remove_transitions`, `stitch`, `verify_events`."""
+                 readable: np.ndarray | None, fps: float, params: StitchParams,
+                 clock: Sequence[float] | None = None, drops: Counter | None = None) -> list[Event]:
+    """Shots of one video → its events: `remove_transitions`, `stitch`, `verify_events` (`clock`:
+    as there). `drops`, when given, counts the shots dropped, by reason: transition (with
+    unreadable frames), then short, still, redundant as `verify_events`, and empty (trimmed away)."""
     feats_first = np.asarray(feats_first, dtype=np.float32)
     feats_last = np.asarray(feats_last, dtype=np.float32)
     n = len(shots)
     if feats_first.ndim != 2 or feats_first.shape[0] != n or feats_last.shape != feats_first.shape:
         raise ValueError(f"feats_first {feats_first.shape} and feats_last {feats_last.shape} "
                          f"must both be ({n}, dim) for {n} shots")
+    drops = Counter() if drops is None else drops
     kept = remove_transitions(shots, feats_first, feats_last, readable, params.transition_threshold)
+    drops["transition"] += n - len(kept)
     stitched = stitch(shots, feats_first, feats_last, params.stitch_threshold, kept)
     events = verify_events(stitched, fps, params.min_len_s, params.max_len_s, params.redundancy_threshold,
-                           params.trim_fraction, params.still_threshold)
+                           params.trim_fraction, params.still_threshold, clock, drops)
+    drops["empty"] += sum(len(e.shot_indices) for e in events if e.end_frame <= e.start_frame)
     return [e for e in events if e.end_frame > e.start_frame]

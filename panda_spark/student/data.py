@@ -5,6 +5,16 @@ gold caption, subtitles, title, description — into fixed-shape numeric rows: t
 per-frame features, and the caption, metadata and subtitles as padded token ids with masks
 (strings are tokenised here, before petastorm, whose torch loader takes no strings).
 
+The student reads the released Panda-70M student's prompt (snap-research/Panda-70M, captioning/):
+with any text ``Some information about a video you will get:`` then a ``Transcription: <subtitles>``
+line and a ``Metadata: ['<title>', '<description>']`` line (each only when its field is there) and
+``Please look at the video and faithfully summarize it in one sentence.``; without text
+``Please faithfully summarize the following video in one sentence.`` It follows a start token and
+is cut from the left to `max_text_tokens` (the end of the prompt is kept). A row stores each field
+with its line label as token ids — the last `max_text_tokens` of them, all the left cut can keep —
+so that training drops a field whole, label included, and :class:`Prompt` assembles the prompt
+per batch.
+
 Loaders hide where batches come from behind one method, `batches(rank, world, batch_size, epoch)`:
 :class:`PetastormLoader` (petastorm's `make_spark_converter`, sharded by rank; Databricks has
 deprecated petastorm, so it stays replaceable) and :class:`MemoryLoader` (rows in memory).
@@ -13,16 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 
-from panda_spark.text.clip_text import clip_subtitles
+from panda_spark.text.clip_text import clip_subtitles, truncate
 from panda_spark.video.frames import uniform_frames
 
 TOKEN_COLUMNS = ("caption", "metadata", "subtitles")
 NUMERIC_COLUMNS = ("frame_features", *[f"{c}_{k}" for c in TOKEN_COLUMNS for k in ("ids", "mask")])
+PROMPT_HEAD = "Some information about a video you will get:"
+SUBTITLES_LABEL = "\nTranscription: "
+METADATA_LABEL = "\nMetadata: "
+PROMPT_TAIL = "\nPlease look at the video and faithfully summarize it in one sentence."
+PROMPT_WITHOUT_TEXT = "Please faithfully summarize the following video in one sentence."
 
 
 def row_schema() -> str:
@@ -30,13 +45,66 @@ def row_schema() -> str:
             + ", ".join(f"{c} ARRAY<{'FLOAT' if c == 'frame_features' else 'INT'}>" for c in NUMERIC_COLUMNS))
 
 
-def metadata_text(title: str | None, description: str | None) -> str:
-    return re.sub(r"\s+", " ", ". ".join(t for t in (title, description) if t)).strip()
+def metadata_text(title: str | None, description: str | None, max_words: int) -> str:
+    """The released metadata field, `str([title, description])` of those present, each cut to its
+    first `max_words` words (the released code cuts characters); empty without either."""
+    parts = [truncate(re.sub(r"\s+", " ", t).strip(), max_words) for t in (title, description) if t and t.strip()]
+    return str(parts) if parts else ""
+
+
+def clip_texts(clip: Mapping, max_words: int) -> tuple[str, str]:
+    """(subtitles, metadata) field texts of a clip (`cues`, `start_s`, `end_s`, `title`,
+    `description`): the subtitles as the released code joins them (capitalised), at most
+    `max_words` words of each from their start."""
+    cues = list(clip["cues"]) if clip["cues"] is not None else []
+    subtitles = clip_subtitles(cues, clip["start_s"], clip["end_s"], max_words).capitalize()
+    return subtitles, metadata_text(clip["title"], clip["description"], max_words)
+
+
+def start_token_id(tokenizer) -> int:
+    """The token before the prompt: the tokenizer's bos (GPT-2 and OPT reuse their end of text), else eos."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
 def pad(ids: list[int], length: int, pad_id: int) -> tuple[list[int], list[int]]:
     ids = ids[:length]
     return ids + [pad_id] * (length - len(ids)), [1] * len(ids) + [0] * (length - len(ids))
+
+
+class Prompt:
+    """The released prompt in one tokenizer's ids: stored fields in, a clip's prompt out.
+
+    Fields are tokenised apart from the fixed parts; each begins at a line break, where byte-level
+    BPE (GPT-2, OPT) splits anyway, so the assembled ids equal those of the whole prompt."""
+
+    def __init__(self, tokenizer, max_tokens: int):
+        self.tokenizer, self.max_tokens = tokenizer, max_tokens
+        self.start = start_token_id(tokenizer)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.start
+        self.head, self.tail, self.without_text = (self.ids(t) for t in (PROMPT_HEAD, PROMPT_TAIL, PROMPT_WITHOUT_TEXT))
+
+    def ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def field(self, label: str, text: str) -> list[int]:
+        """A field's stored ids: its label and text, the last `max_tokens` of them; none without text."""
+        return self.ids(label + text)[-self.max_tokens:] if text else []
+
+    def assemble(self, subtitles_ids, subtitles_mask, metadata_ids, metadata_mask):
+        """Stored fields (B, ·) and their masks → the prompts' (ids, mask), (B, max_tokens): the start
+        token and the prompt, its last `max_tokens` tokens, padded on the left (as released). A field
+        whose mask is all zero is absent; without both, the prompt is the one without text."""
+        import torch
+
+        ids = torch.full((len(subtitles_ids), self.max_tokens), self.pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        fields = zip(*(t.tolist() for t in (subtitles_ids, subtitles_mask, metadata_ids, metadata_mask)))
+        for row, (s_ids, s_mask, m_ids, m_mask) in enumerate(fields):
+            text = [i for i, k in zip(s_ids, s_mask) if k] + [i for i, k in zip(m_ids, m_mask) if k]
+            prompt = ([self.start] + (self.head + text + self.tail if text else self.without_text))[-self.max_tokens:]
+            ids[row, -len(prompt):] = torch.tensor(prompt)
+            mask[row, -len(prompt):] = 1
+        return ids.to(subtitles_ids.device), mask.to(subtitles_ids.device)
 
 
 class RowBuilder:
@@ -50,25 +118,25 @@ class RowBuilder:
 
         self.encoder = FrameEncoder(vision_model, device=device)
         self.tokenizer = AutoTokenizer.from_pretrained(language_model)
+        self.prompt = Prompt(self.tokenizer, max_text_tokens)
         self.num_frames, self.max_text, self.max_caption = num_frames, max_text_tokens, max_caption_tokens
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    def tokens(self, texts: list[str], length: int, eos: bool = False) -> list[tuple[list[int], list[int]]]:
-        suffix = (self.tokenizer.eos_token or "") if eos else ""
-        encoded = self.tokenizer([t + suffix if t else "" for t in texts], add_special_tokens=False)["input_ids"]
-        return [pad(list(ids), length, self.pad_id) for ids in encoded]
+    def caption_ids(self, caption: str) -> list[int]:
+        """The caption's ids and the end of text; a caption cut to fit keeps its end token (as released)."""
+        return self.prompt.ids(caption)[:self.max_caption - 1] + [self.tokenizer.eos_token_id] if caption else []
 
     def rows(self, frames: list[list[np.ndarray]], captions: list[str], metadata: list[str],
              subtitles: list[str]) -> pd.DataFrame:
-        """NUMERIC_COLUMNS for clips given as `num_frames` RGB frames each and their texts."""
+        """NUMERIC_COLUMNS for clips given as `num_frames` RGB frames each and their field texts."""
         features = self.encoder.encode(frames)
-        half = self.max_text // 2
         out = pd.DataFrame({"frame_features": [f.reshape(-1).astype(np.float32).tolist() for f in features]})
-        for name, texts, length, eos in (("caption", captions, self.max_caption, True),
-                                         ("metadata", metadata, half, False), ("subtitles", subtitles, half, False)):
-            encoded = self.tokens(texts, length, eos)
-            out[f"{name}_ids"] = [ids for ids, _ in encoded]
-            out[f"{name}_mask"] = [mask for _, mask in encoded]
+        for name, length, ids in (
+                ("caption", self.max_caption, [self.caption_ids(t) for t in captions]),
+                ("metadata", self.max_text, [self.prompt.field(METADATA_LABEL, t) for t in metadata]),
+                ("subtitles", self.max_text, [self.prompt.field(SUBTITLES_LABEL, t) for t in subtitles])):
+            padded = [pad(i, length, self.prompt.pad) for i in ids]
+            out[f"{name}_ids"] = [i for i, _ in padded]
+            out[f"{name}_mask"] = [m for _, m in padded]
         return out
 
 
@@ -86,7 +154,6 @@ def student_rows(batches: Iterator[pd.DataFrame], vision_model: str, language_mo
         _BUILDERS.clear()
         _BUILDERS[key] = RowBuilder(*key)
     builder = _BUILDERS[key]
-    half = max_text_tokens // 2
     for batch in batches:
         good, frames, errors = [], [], []
         for clip in batch.to_dict("records"):
@@ -97,30 +164,28 @@ def student_rows(batches: Iterator[pd.DataFrame], vision_model: str, language_mo
                 errors.append({**{c: None for c in NUMERIC_COLUMNS}, "clip_id": clip["clip_id"],
                                "caption": clip["caption"], "held_out": bool(clip["held_out"]),
                                "status": "error", "error_class": exc.error_class, "message": exc.message})
-        out = builder.rows(frames, [c["caption"] or "" for c in good],
-                           [metadata_text(c["title"], c["description"]) for c in good],
-                           [clip_subtitles(list(c["cues"] if c["cues"] is not None else []), c["start_s"], c["end_s"],
-                                           half) for c in good]).to_dict("records") if good else []
+        texts = [clip_texts(c, max_text_tokens) for c in good]
+        out = builder.rows(frames, [c["caption"] or "" for c in good], [m for _, m in texts],
+                           [s for s, _ in texts]).to_dict("records") if good else []
         ok = [{**row, "clip_id": c["clip_id"], "caption": c["caption"], "held_out": bool(c["held_out"]),
                "status": "ok", "error_class": None, "message": None} for row, c in zip(out, good)]
         # records, not a concat of frames: an all-error batch must not turn held_out into floats
         yield pd.DataFrame(ok + errors, columns=[c.split()[0] for c in row_schema().split(", ")])
 
 
-def text_inputs(batch: dict, training: bool, subtitles_dropout: float, metadata_dropout: float, generator=None):
-    """metadata + subtitles → (text_ids, text_mask); in training each part is dropped per clip
-    with its probability, so the student learns to caption without them too."""
+def text_inputs(batch: dict, training: bool, subtitles_dropout: float, metadata_dropout: float, generator=None) -> dict:
+    """The stored fields (`{metadata,subtitles}_{ids,mask}`); in training each field is dropped per
+    clip with its probability — its whole mask zeroed, so its line leaves the prompt — and the
+    student learns to caption without it too."""
     import torch
 
-    meta_mask, subs_mask = batch["metadata_mask"], batch["subtitles_mask"]
+    fields = dict(batch)
     if training:
-        n = len(meta_mask)
-        keep_meta = torch.rand(n, 1, generator=generator) >= metadata_dropout
-        keep_subs = torch.rand(n, 1, generator=generator) >= subtitles_dropout
-        meta_mask = meta_mask * keep_meta.to(meta_mask.device, meta_mask.dtype)
-        subs_mask = subs_mask * keep_subs.to(subs_mask.device, subs_mask.dtype)
-    return (torch.cat([batch["metadata_ids"], batch["subtitles_ids"]], dim=1),
-            torch.cat([meta_mask, subs_mask], dim=1))
+        for name, p in (("metadata", metadata_dropout), ("subtitles", subtitles_dropout)):
+            mask = fields[f"{name}_mask"]
+            keep = torch.rand(len(mask), 1, generator=generator) >= p
+            fields[f"{name}_mask"] = mask * keep.to(mask.device, mask.dtype)
+    return fields
 
 
 def to_model_batch(batch: dict, num_frames: int, device: str, training: bool, subtitles_dropout: float,
@@ -129,11 +194,11 @@ def to_model_batch(batch: dict, num_frames: int, device: str, training: bool, su
     import torch
 
     features = torch.as_tensor(batch["frame_features"], dtype=torch.float32)
-    text_ids, text_mask = text_inputs({k: torch.as_tensor(batch[k]).long() for k in
-                                       ("metadata_ids", "metadata_mask", "subtitles_ids", "subtitles_mask")},
-                                      training, subtitles_dropout, metadata_dropout, generator)
+    fields = text_inputs({k: torch.as_tensor(batch[k]).long() for k in
+                          ("metadata_ids", "metadata_mask", "subtitles_ids", "subtitles_mask")},
+                         training, subtitles_dropout, metadata_dropout, generator)
     return {"frame_features": features.view(len(features), num_frames, -1).to(device),
-            "text_ids": text_ids.to(device), "text_mask": text_mask.to(device),
+            **{k: v.to(device) for k, v in fields.items()},
             "caption_ids": torch.as_tensor(batch["caption_ids"]).long().to(device),
             "caption_mask": torch.as_tensor(batch["caption_mask"]).long().to(device)}
 

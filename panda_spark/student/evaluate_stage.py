@@ -10,6 +10,7 @@ metric) and to one MLflow run.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from functools import partial
@@ -78,6 +79,7 @@ def pinned_student(cfg: Config) -> str:
 
 def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame, pinned: str) -> DataFrame:
     from panda_spark.student.infer import ARTIFACT
+    from panda_spark.student.model import Decoding
     from panda_spark.student.stage import clip_inputs
     from panda_spark.tiny_models import resolve_model
     from panda_spark.tracking import download_registered
@@ -86,28 +88,29 @@ def student_captions(lake: Lakehouse, cfg: Config, clips: DataFrame, pinned: str
     rows = clip_inputs(lake, clips.select("clip_id")).filter(F.col("frames").isNotNull())
     lake.spark.sparkContext.setJobDescription(f"evaluate: captions of {pinned}")
     return rows.mapInPandas(partial(_student_batch, directory=resolve_model(pinned, cfg.model_cache_dir),
-                                    max_new_tokens=cfg.student.max_new_tokens), "clip_id STRING, caption STRING")
+                                    max_new_tokens=cfg.student.max_new_tokens, decoding=Decoding.of(cfg.student)),
+                            "clip_id STRING, caption STRING")
 
 
 _RUNNERS: dict = {}  # per Python worker
 
 
-def _student_batch(batches: Iterator[pd.DataFrame], directory: str, max_new_tokens: int) -> Iterator[pd.DataFrame]:
-    from panda_spark.student.data import metadata_text
+def _student_batch(batches: Iterator[pd.DataFrame], directory: str, max_new_tokens: int,
+                   decoding) -> Iterator[pd.DataFrame]:
+    from panda_spark.student.data import clip_texts
     from panda_spark.student.infer import StudentRunner
-    from panda_spark.text.clip_text import clip_subtitles
     from panda_spark.video.frames import uniform_frames
 
-    if directory not in _RUNNERS:
+    key = (directory, max_new_tokens, decoding)
+    if key not in _RUNNERS:
         _RUNNERS.clear()
-        _RUNNERS[directory] = StudentRunner(directory, max_new_tokens=max_new_tokens)
-    runner = _RUNNERS[directory]
+        _RUNNERS[key] = StudentRunner(directory, max_new_tokens=max_new_tokens, decoding=decoding)
+    runner = _RUNNERS[key]
     for batch in batches:
         clips = batch.to_dict("records")
         frames = [uniform_frames(list(c["frames"]), runner.num_frames) for c in clips]
-        captions = runner.caption(frames, [metadata_text(c["title"], c["description"]) for c in clips],
-                                  [clip_subtitles(list(c["cues"] if c["cues"] is not None else []), c["start_s"],
-                                                  c["end_s"], 200) for c in clips])
+        texts = [clip_texts(c, runner.max_text_tokens) for c in clips]
+        captions = runner.caption(frames, [m for _, m in texts], [s for s, _ in texts])
         yield pd.DataFrame({"clip_id": [c["clip_id"] for c in clips], "caption": captions})
 
 
@@ -115,6 +118,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
     import mlflow
 
     from panda_spark.student.metrics import caption_metrics
+    from panda_spark.student.model import Decoding
     from panda_spark.tracking import finished_run_with, run_tags, start_experiment
 
     report = StageReport(STAGE, run_id)
@@ -125,7 +129,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str, source: str = "student", 
     # (those of a table source are read once, here; the student's are generated only if needed)
     student = pinned_student(cfg) if source == "student" else None
     cands = None if student else candidates(lake, cfg, source, clips).localCheckpoint(eager=True)
-    version = [student, cfg.student.max_new_tokens] if student else content_fingerprint(cands, [])
+    version = ([student, cfg.student.max_new_tokens, dataclasses.asdict(Decoding.of(cfg.student))] if student
+               else content_fingerprint(cands, []))
     fingerprint = content_fingerprint(refs, [source, version, reference])
     start_experiment(cfg)
     done = finished_run_with(fingerprint)

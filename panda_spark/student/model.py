@@ -1,17 +1,20 @@
 """The student captioner (stage 4 of the paper), scaled to the conf. No Spark.
 
+It follows the released Panda-70M student (snap-research/Panda-70M, captioning/video_llama).
 Vision branch: per-frame features of a frozen image encoder (computed once, before training, by
 :class:`FrameEncoder`) → a small temporal transformer whose learned queries attend over the frame
-tokens (plus a learned frame-position embedding) → `video_queries` prefix tokens in the language
-model's width. Text branch: learned queries attend over the language model's (frozen) embeddings of
-the metadata and subtitle tokens → `text_queries` prefix tokens. The branches share nothing, so no
-gradient flows from text into vision. Both prefixes precede the caption tokens of a causal LM;
-the loss is the LM's on the caption tokens. In training, metadata and subtitles are each dropped
-with probability 0.5 so the student also captions clips that have neither.
+tokens (plus a learned frame-position embedding) → `video_queries` video tokens in the language
+model's width. Text branch: the released prompt (:class:`panda_spark.student.data.Prompt`) as the
+language model's (frozen) token embeddings plus learned position embeddings; the video tokens,
+detached, are its queries (so no gradient flows from text into vision) → `text_queries` text
+tokens. The causal LM reads ``[start token, text tokens, video tokens, caption, end of text]`` in
+training and the same prefix when it generates; the loss is the LM's on the caption tokens. In
+training, metadata and subtitles are each dropped with probability 0.5 so the student also
+captions clips that have neither.
 
 :meth:`StudentCaptioner.save` writes a self-contained directory: `student_config.json` (with
-`format_version`), the branches' weights, and the language model and vision encoder as
-`save_pretrained` directories; :meth:`StudentCaptioner.load` reads it back.
+`format_version`), the branches' weights, and the language model (with its tokenizer) and vision
+encoder as `save_pretrained` directories; :meth:`StudentCaptioner.load` reads it back.
 """
 from __future__ import annotations
 
@@ -24,21 +27,21 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the released layout and text branch
 
 
 @dataclass
 class StudentConfig:
     vision_model: str  # directory of the frozen image encoder (get_image_features)
-    language_model: str  # directory of the causal LM
+    language_model: str  # directory of the causal LM and its tokenizer
     num_frames: int = 8
     vision_dim: int = 0  # the encoder's feature width (filled from the encoder)
     video_queries: int = 32
-    text_queries: int = 32
+    text_queries: int = 32  # the video tokens are the text branch's queries: equal to video_queries
     hidden: int = 256  # width of the query transformers
     layers: int = 2
     heads: int = 4
-    max_text_tokens: int = 128  # metadata + subtitles, each padded to half
+    max_text_tokens: int = 128  # the prompt's length in tokens (released: 200)
     max_caption_tokens: int = 40
     subtitles_dropout: float = 0.5
     metadata_dropout: float = 0.5
@@ -46,19 +49,45 @@ class StudentConfig:
     format_version: int = FORMAT_VERSION
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How captions are generated; the defaults are the released student's: beam search over 3
+    beams with sampling, nucleus top-p 0.9, temperature 1.5."""
+    num_beams: int = 3
+    do_sample: bool = True
+    top_p: float = 0.9
+    temperature: float = 1.5
+
+    @classmethod
+    def of(cls, settings) -> "Decoding":
+        """From conf settings with the same field names (StudentSettings)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
+
+    def generate_kwargs(self) -> dict:
+        sampling = {"top_p": self.top_p, "temperature": self.temperature} if self.do_sample else {}
+        return {"num_beams": self.num_beams, "do_sample": self.do_sample, **sampling}
+
+
+GREEDY = Decoding(num_beams=1, do_sample=False)
+
+
 class StudentCaptioner(nn.Module):
     def __init__(self, config: StudentConfig):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from panda_spark.student.data import Prompt
 
         super().__init__()
+        if config.text_queries != config.video_queries:
+            raise ValueError(f"text_queries ({config.text_queries}) must equal video_queries "
+                             f"({config.video_queries}): the video tokens are the text branch's queries")
         self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(config.language_model)
+        self.prompt = Prompt(self.tokenizer, config.max_text_tokens)
         self.lm = AutoModelForCausalLM.from_pretrained(config.language_model)
         lm_width = self.lm.get_input_embeddings().embedding_dim
         self.lm.requires_grad_(config.train_language_model)
         h = config.hidden
-
-        def queries(n: int) -> nn.Parameter:
-            return nn.Parameter(torch.randn(1, n, h) * 0.02)
 
         def branch() -> nn.TransformerDecoder:
             layer = nn.TransformerDecoderLayer(h, config.heads, dim_feedforward=4 * h, batch_first=True,
@@ -67,9 +96,10 @@ class StudentCaptioner(nn.Module):
 
         self.frame_in = nn.Linear(config.vision_dim, h)
         self.frame_position = nn.Parameter(torch.zeros(1, config.num_frames, h))
-        self.video_queries, self.video_branch, self.video_out = queries(config.video_queries), branch(), nn.Linear(h, lm_width)
-        self.text_in = nn.Linear(lm_width, h)
-        self.text_queries, self.text_branch, self.text_out = queries(config.text_queries), branch(), nn.Linear(h, lm_width)
+        self.video_queries = nn.Parameter(torch.randn(1, config.video_queries, h) * 0.02)
+        self.video_branch, self.video_out = branch(), nn.Linear(h, lm_width)
+        self.text_position = nn.Embedding(config.max_text_tokens, lm_width)
+        self.text_in, self.text_branch, self.text_out = nn.Linear(lm_width, h), branch(), nn.Linear(h, lm_width)
 
     # -- the two branches
     def video_prefix(self, frame_features):
@@ -78,18 +108,21 @@ class StudentCaptioner(nn.Module):
         queries = self.video_queries.expand(len(frame_features), -1, -1)
         return self.video_out(self.video_branch(queries, tokens))
 
-    def text_prefix(self, text_ids, text_mask):
-        """Metadata + subtitle tokens (B, L) with mask → (B, text_queries, lm width). The first
-        position is always kept, so a clip without text still has one token to attend to."""
-        embedded = self.lm.get_input_embeddings()(text_ids).detach()
-        keep = text_mask.bool().clone()
-        keep[:, 0] = True
-        queries = self.text_queries.expand(len(text_ids), -1, -1)
-        return self.text_out(self.text_branch(queries, self.text_in(embedded), memory_key_padding_mask=~keep))
+    def text_prefix(self, video, text_ids, text_mask):
+        """The prompt (B, max_text_tokens) with its mask, queried by the video tokens `video`
+        (detached) → (B, text_queries, lm width)."""
+        positions = self.text_position(torch.arange(text_ids.shape[1], device=text_ids.device))
+        embedded = self.lm.get_input_embeddings()(text_ids).detach() + positions
+        queries = self.text_in(video.detach())
+        return self.text_out(self.text_branch(queries, self.text_in(embedded), memory_key_padding_mask=text_mask == 0))
 
     def prefix(self, batch: dict):
-        text_ids, text_mask = batch["text_ids"], batch["text_mask"]
-        return torch.cat([self.video_prefix(batch["frame_features"]), self.text_prefix(text_ids, text_mask)], dim=1)
+        """What precedes the caption: (B, 1 + text_queries + video_queries, lm width)."""
+        video = self.video_prefix(batch["frame_features"])
+        text_ids, text_mask = self.prompt.assemble(batch["subtitles_ids"], batch["subtitles_mask"],
+                                                   batch["metadata_ids"], batch["metadata_mask"])
+        start = torch.full((len(video), 1), self.prompt.start, device=video.device)
+        return torch.cat([self.lm.get_input_embeddings()(start), self.text_prefix(video, text_ids, text_mask), video], 1)
 
     def forward(self, batch: dict):
         """Mean cross-entropy of the caption tokens (`caption_ids`, `caption_mask`) given the prefix."""
@@ -101,30 +134,27 @@ class StudentCaptioner(nn.Module):
                             caption_ids.masked_fill(caption_mask == 0, -100)], dim=1)
         return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
-    def generate(self, batch: dict, max_new_tokens: int = 30, num_beams: int = 1):
-        """Token ids of the generated captions (B, ≤ max_new_tokens)."""
+    def generate(self, batch: dict, max_new_tokens: int = 30, decoding: Decoding = Decoding()):
+        """Token ids of the generated captions (B, ≤ max_new_tokens), continuing the training prefix."""
         prefix = self.prefix(batch)
-        bos = self.lm.config.bos_token_id if self.lm.config.bos_token_id is not None else 0
-        start = self.lm.get_input_embeddings()(torch.full((len(prefix), 1), bos, device=prefix.device))
-        embeds = torch.cat([prefix, start], dim=1)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=prefix.device)
-        return self.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                num_beams=num_beams, do_sample=False, pad_token_id=self.lm.config.pad_token_id)
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        return self.lm.generate(inputs_embeds=prefix, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                pad_token_id=self.prompt.pad, eos_token_id=self.tokenizer.eos_token_id,
+                                **decoding.generate_kwargs())
 
     # -- persistence
     def trainable_state(self) -> dict:
         return {k: v for k, v in self.state_dict().items() if self.config.train_language_model or not k.startswith("lm.")}
 
-    def save(self, directory: str | Path, tokenizer=None) -> Path:
-        """A self-contained directory: config, branch weights, the LM (+ tokenizer) and the vision encoder."""
+    def save(self, directory: str | Path) -> Path:
+        """A self-contained directory: config, branch weights, the LM with its tokenizer and the vision encoder."""
         from safetensors.torch import save_file
         from transformers import AutoImageProcessor, AutoModel
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.lm.save_pretrained(directory / "language_model")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory / "language_model")
+        self.tokenizer.save_pretrained(directory / "language_model")
         if Path(self.config.vision_model).resolve() != (directory / "vision_model").resolve():
             AutoModel.from_pretrained(self.config.vision_model).save_pretrained(directory / "vision_model")
             AutoImageProcessor.from_pretrained(self.config.vision_model).save_pretrained(directory / "vision_model")

@@ -38,7 +38,7 @@ from panda_spark.tiny_models import resolve_model
 
 log = logging.getLogger(__name__)
 STAGE = "train-student"
-FEATURES_VERSION = "student-rows-1"
+FEATURES_VERSION = "student-rows-2"  # 2: fields as the released prompt's lines, left-cut
 
 
 def clip_inputs(lake: Lakehouse, clips: DataFrame, frames: bool = True, keep_video_id: bool = False) -> DataFrame:
@@ -100,7 +100,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     from panda_spark.student.infer import ARTIFACT, StudentModel, signature
     from transformers import AutoConfig
 
-    from panda_spark.student.model import feature_dim
+    from panda_spark.student.model import Decoding, feature_dim
     from panda_spark.student.train import TrainJob, train_fn
     from panda_spark.tracking import finished_run_with, log_registered_pyfunc, run_tags, start_experiment
 
@@ -152,7 +152,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
                    batch_size=s.batch_size, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
                    seed=s.seed, use_gpu=s.use_gpu, tracking_uri=cfg.mlflow_tracking_uri,
                    mlflow_run_id=run.info.run_id, checkpoint_dir=checkpoints, output_dir=f"{checkpoints}/{ARTIFACT}",
-                   max_new_tokens=s.max_new_tokens)
+                   max_new_tokens=s.max_new_tokens, decoding=Decoding.of(s))
     spark.sparkContext.setJobDescription(f"train-student: TorchDistributor x{s.num_processes}")
     result = TorchDistributor(num_processes=s.num_processes, local_mode=s.local_mode,
                               use_gpu=s.use_gpu).run(train_fn, job)

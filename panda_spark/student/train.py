@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from panda_spark.student.data import StudentLoader, to_model_batch
-from panda_spark.student.model import StudentCaptioner, StudentConfig
+from panda_spark.student.model import Decoding, StudentCaptioner, StudentConfig
 
 
 @dataclass
@@ -40,6 +40,7 @@ class TrainJob:
     checkpoint_dir: str
     output_dir: str
     max_new_tokens: int = 30
+    decoding: Decoding = Decoding()
 
 
 def train_fn(job: TrainJob) -> dict:
@@ -89,9 +90,7 @@ def train_fn(job: TrainJob) -> dict:
             _save_checkpoint(model, optimizer, epoch, step, job.checkpoint_dir)
         dist.barrier()
     if tracker:
-        from transformers import AutoTokenizer
-
-        model.save(job.output_dir, AutoTokenizer.from_pretrained(job.config.language_model))
+        model.save(job.output_dir)
         tracker.finish()
     dist.destroy_process_group()
     return result
@@ -112,9 +111,19 @@ def _validation_loss(model, job: TrainJob, rank: int, world: int, device: str) -
     return float(total[0] / total[1]) if total[1] else float("nan")
 
 
-def generate_captions(model, rows: pd.DataFrame, tokenizer, num_frames: int, device: str, max_new_tokens: int,
-                      batch_size: int = 16) -> list[str]:
-    """Captions for rows of numeric student inputs (metadata and subtitles kept)."""
+def finish_caption(text: str) -> str:
+    """A generated caption as the released student hands it out: first letter capitalised, ending
+    in a period (one is added unless it ends in . ! or ?; the released code always adds one and
+    lowercases the rest)."""
+    text = text.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def generate_captions(model, rows: pd.DataFrame, num_frames: int, device: str, max_new_tokens: int,
+                      decoding: Decoding = Decoding(), batch_size: int = 16) -> list[str]:
+    """Finished captions for rows of numeric student inputs (metadata and subtitles kept)."""
     import numpy as np
     import torch
 
@@ -127,8 +136,8 @@ def generate_captions(model, rows: pd.DataFrame, tokenizer, num_frames: int, dev
             chunk = rows.iloc[start:start + batch_size]
             raw = {c: torch.from_numpy(np.stack(chunk[c].to_numpy())) for c in NUMERIC_COLUMNS}
             batch = to_model_batch(raw, num_frames, device, False, 0.0, 0.0)
-            captions += [t.strip() for t in tokenizer.batch_decode(model.generate(batch, max_new_tokens),
-                                                                    skip_special_tokens=True)]
+            ids = model.generate(batch, max_new_tokens, decoding)
+            captions += [finish_caption(t) for t in model.tokenizer.batch_decode(ids, skip_special_tokens=True)]
     return captions
 
 
@@ -136,8 +145,6 @@ class _Tracker:
     """Rank 0's MLflow logging into the run the driver opened."""
 
     def __init__(self, job: TrainJob):
-        from transformers import AutoTokenizer
-
         self.job, self.mlflow = job, None
         if job.mlflow_run_id is not None:
             import mlflow
@@ -145,7 +152,6 @@ class _Tracker:
             self.mlflow = mlflow
             mlflow.set_tracking_uri(job.tracking_uri)
             mlflow.start_run(run_id=job.mlflow_run_id)
-        self.tokenizer = AutoTokenizer.from_pretrained(job.config.language_model)
         self.samples: list[dict] = []
 
     def step(self, step: int, loss: float, lr: float, samples_per_s: float) -> None:
@@ -158,8 +164,8 @@ class _Tracker:
         metrics = {"val_loss": val_loss}
         rows = self.job.eval_rows
         if len(rows):
-            generated = generate_captions(model, rows, self.tokenizer, self.job.config.num_frames, device,
-                                          self.job.max_new_tokens)
+            generated = generate_captions(model, rows, self.job.config.num_frames, device, self.job.max_new_tokens,
+                                          self.job.decoding)
             scores = caption_metrics({c: [r] for c, r in zip(rows["clip_id"], rows["caption"])},
                                      dict(zip(rows["clip_id"], generated)))
             metrics.update({f"val_{k.replace('-', '')}": v for k, v in scores.items()})

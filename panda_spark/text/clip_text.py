@@ -19,6 +19,14 @@ PROMPT_WITH_TEXT = (
     "Please faithfully summarize the video in one sentence."
 )
 PROMPT_WITHOUT_TEXT = "Please faithfully summarize the video in one sentence."
+# VideoChat-Text: an LLM that sees a text description of the video (other teachers' captions of it).
+PROMPT_WITH_CAPTIONS = (
+    "You are given some information about a video and will be asked to summarize the video. "
+    'A description of what the video shows: "{captions}". The subtitles of the video: "{subtitles}". '
+    'Some descriptions of the video: ["{title}", "{description}"]. '
+    "Please faithfully summarize the video in one sentence."
+)
+CAPTION_FIELD = re.compile(r"\{caption:([^{}]+)\}")  # {caption:<teacher name>} in a prompt template
 
 _TAG = re.compile(r"<[^>]*>")  # <i>, </c>, <c.colorE5E5E5>, <00:00:01.520> (karaoke timestamps)
 _ASS_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # {\an8} positioning codes some SRT files carry
@@ -70,12 +78,20 @@ def truncate(text: str, max_tokens: int, count_tokens: TokenCounter = whitespace
 
 
 def build_prompt(template_with_text: str, template_without_text: str, subtitles: str | None,
-                 title: str | None, description: str | None) -> str:
-    """The with-text prompt when there is any text to show, else the plain one."""
-    if not (subtitles or title or description):
+                 title: str | None, description: str | None, captions: Mapping[str, str] | None = None) -> str:
+    """The with-text prompt when there is any text to show, else the plain one. `captions` (teacher
+    name → that teacher's caption of the clip) fill `{captions}` (all of them, in order, `; `-joined)
+    and `{caption:<name>}`; a template must name only teachers of `captions` there."""
+    captions = captions or {}
+    if not (subtitles or title or description or captions):
         return template_without_text
-    return template_with_text.format_map({
+    names = list(captions)
+    # `{caption:x}` would parse as field `caption` with format spec `x`: index the captions instead
+    template = CAPTION_FIELD.sub(lambda m: f"{{_caption{names.index(m.group(1))}}}", template_with_text)
+    return template.format_map({
         "subtitles": _quote_safe(subtitles), "title": _quote_safe(title), "description": _quote_safe(description),
+        "captions": _quote_safe("; ".join(captions.values())),
+        **{f"_caption{i}": _quote_safe(captions[name]) for i, name in enumerate(names)},
     })
 
 

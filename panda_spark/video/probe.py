@@ -1,7 +1,8 @@
 """Container probing: what a video file is, without decoding more than one frame.
 
 `probe_video` demuxes every video packet (cheap: no decoding) so the frame count is exact and a
-file that ends early is caught, then decodes the first frame to prove the stream is decodable.
+file that ends early is caught, then decodes the first frame to prove the stream is decodable (and
+to read its display rotation, which PyAV exposes on frames).
 Bad files raise the typed `InputError`s of `panda_spark.errors`, so a stage can route them to the
 `errors` table by class.
 """
@@ -15,8 +16,9 @@ from typing import BinaryIO
 import av
 
 from panda_spark.errors import CorruptVideo, NotAVideo, TruncatedVideo, ZeroFrames
+from panda_spark.video.decode import rotation_of
 
-PROBE_VERSION = "probe-1"
+PROBE_VERSION = "probe-2"  # probe-2: rotation
 
 # First bytes of containers that hold video; a file that starts like this but cannot be opened
 # is a broken video, anything else that cannot be opened is not a video at all.
@@ -40,12 +42,13 @@ class VideoProbe:
     fps_rational: str
     avg_fps: float
     frame_count: int
-    width: int
+    width: int  # as stored (see `rotation`)
     height: int
     codec: str
     pix_fmt: str | None
     has_audio: bool
     container: str
+    rotation: int  # degrees the stored picture turns clockwise to be shown (decode.rotation_of)
 
 
 def _is_iso_bmff(head: bytes) -> bool:
@@ -121,7 +124,7 @@ def probe_video(fh: BinaryIO, file_size: int) -> VideoProbe:
             if _is_iso_bmff(fh.read(16)) and _iso_bmff_truncated(fh, file_size):
                 raise TruncatedVideo(f"file ends after {packets} of {declared} frames")
             raise CorruptVideo(f"only {packets} of {declared} frames could be read")
-        _decode_first_frame(container, stream)
+        rotation = rotation_of(_decode_first_frame(container, stream))
 
         nominal = _rational(stream.base_rate or stream.guessed_rate)
         average = _rational(stream.average_rate) or nominal
@@ -144,14 +147,15 @@ def probe_video(fh: BinaryIO, file_size: int) -> VideoProbe:
             pix_fmt=ctx.pix_fmt,
             has_audio=bool(container.streams.audio),
             container=fmt,
+            rotation=rotation,
         )
 
 
-def _decode_first_frame(container: av.container.InputContainer, stream: av.VideoStream) -> None:
+def _decode_first_frame(container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame:
     try:
         container.seek(0, stream=stream)
-        for _ in container.decode(stream):
-            return
+        for frame in container.decode(stream):
+            return frame
     except av.FFmpegError as exc:
         raise CorruptVideo(f"the first frame cannot be decoded: {exc}") from exc
     raise CorruptVideo("no frame could be decoded")

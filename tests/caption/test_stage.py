@@ -76,5 +76,55 @@ def test_a_clip_with_missing_frames_lands_in_errors(captioned):
     lake.spark.sql(f"DELETE FROM {lake.name('candidate_captions')} WHERE clip_id = '{clip_id}'")
     report = caption.run(lake.spark, cfg, "cap-4")
     errors = {r.key: r.error_class for r in lake.read("errors").filter("stage = 'caption'").collect()}
-    assert errors == {f"{clip_id}/{t}": "MissingFrames" for t in TEACHERS if t != "text-llm-tiny"}
-    assert report.counts["text-llm-tiny.captioned"] == 1  # text needs no frames
+    # text needs no frames, but text-llm-tiny reads blip2-tiny's caption, which failed: it waits
+    assert errors == {**{f"{clip_id}/{t}": "MissingFrames" for t in TEACHERS if t != "text-llm-tiny"},
+                      f"{clip_id}/text-llm-tiny": "MissingUpstreamCaption"}
+    assert report.counts["text-llm-tiny.captioned"] == 0 and report.counts["text-llm-tiny.errored"] == 1
+
+
+def test_a_dependent_teacher_reads_the_upstream_caption_and_follows_its_version(captioned):
+    """text-llm-tiny takes `captions:blip2-tiny`: its prompt holds blip2-tiny's caption of the clip;
+    a new blip2-tiny version makes it pending: it waits (errors) until blip2-tiny re-captioned the clip,
+    then captions the clip again with the new caption."""
+    import copy
+
+    from panda_spark.caption.inputs import teacher_versions
+
+    cfg, lake, _, _ = captioned
+    caption.run(lake.spark, cfg, "dep-0")  # whatever the tests before left pending
+    every_clip = {r.clip_id for r in lake.read("clips").collect()}
+    # the clips blip2-tiny can caption (not one whose frames a test before deleted)
+    clips = {r.clip_id for r in lake.read("candidate_captions").filter("teacher = 'blip2-tiny'").collect()}
+    assert clips
+
+    def rows(teacher: str, version: str) -> dict:
+        return {r.clip_id: r for r in lake.read("candidate_captions")
+                .filter(f"teacher = '{teacher}' AND teacher_version = '{version}'").collect()}
+
+    def check_prompts(versions: dict) -> None:
+        upstream = rows("blip2-tiny", versions["blip2-tiny"])
+        dependent = rows("text-llm-tiny", versions["text-llm-tiny"])
+        assert set(dependent) == set(upstream) == clips
+        for clip_id, row in dependent.items():
+            quoted = upstream[clip_id].caption.replace('"', "\u201d")
+            assert f'A description of what the video shows: "{quoted}".' in row.prompt
+            assert "captions:blip2-tiny" in row.inputs
+
+    before = teacher_versions(cfg.caption.teachers)
+    check_prompts(before)
+    changed = copy.deepcopy(cfg)
+    changed.caption.teachers[0].max_new_tokens = 6  # blip2-tiny: a new version
+    after = teacher_versions(changed.caption.teachers)
+    assert after["text-llm-tiny"] != before["text-llm-tiny"] and after["qwen2-vl-tiny"] == before["qwen2-vl-tiny"]
+
+    waiting = caption.run(lake.spark, changed, "dep-1", teachers=["text-llm-tiny"])  # blip2-tiny not re-run yet
+    assert (waiting.counts["text-llm-tiny.captioned"], waiting.counts["text-llm-tiny.errored"]) == (0, len(every_clip))
+    errors = lake.read("errors").filter("stage = 'caption' AND key LIKE '%/text-llm-tiny'").collect()
+    assert {r.error_class for r in errors} == {"MissingUpstreamCaption"} and len(errors) == len(every_clip)
+
+    report = caption.run(lake.spark, changed, "dep-2")
+    assert {t: report.counts[f"{t}.captioned"] for t in TEACHERS} == {
+        "blip2-tiny": len(clips), "git-video-tiny": 0, "qwen2-vl-tiny": 0, "text-llm-tiny": len(clips)}
+    check_prompts(after)
+    errors = lake.read("errors").filter("stage = 'caption' AND key LIKE '%/text-llm-tiny'").collect()
+    assert {r.key for r in errors} == {f"{c}/text-llm-tiny" for c in every_clip - clips}  # the rest got captioned

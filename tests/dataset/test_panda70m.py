@@ -1,11 +1,14 @@
 """The Panda-70M CSV format core: timestamps, writing a row, parsing rows safely. No Spark."""
 import csv
 import io
+import json
 
+import pandas as pd
 import pytest
 
 from panda_spark.dataset import panda70m as p
-from panda_spark.dataset.importer import import_record
+from panda_spark.dataset.importer import READ_ENCODING, duplicate_records, import_record
+from panda_spark.dataset.writers import clip_record
 from panda_spark.split.core import timecode
 
 # A record of the released panda70m_training_*.csv (as quoted in public code that reads them).
@@ -141,3 +144,59 @@ def test_import_record_gives_deterministic_ids_and_a_row_key_when_the_id_is_miss
     missing = import_record({**PUBLISHED, "videoID": None, "source_file": "dir/p.csv", "source_row": 12})
     assert (missing["key"], missing["error_class"]) == ("p.csv:row12", "MissingField")
     assert '"source_row": 12' in missing["input_snapshot"]
+
+
+def _as_read(text: str) -> str:
+    """A cell as Spark reads the CSV: one character per byte."""
+    return text.encode("utf-8").decode(READ_ENCODING)
+
+
+def test_bytes_that_are_not_utf8_make_the_record_an_error_naming_row_column_and_offset():
+    good = import_record({**{k: _as_read(v) for k, v in PUBLISHED.items()}, "caption": _as_read(
+        "['Ein Neuron über Grün.', 'b', 'c']"), "source_file": "d/a.csv", "source_row": 4})
+    assert good["status"] == "ok" and good["clips"][0]["caption"] == "Ein Neuron über Grün."
+    bad_caption = PUBLISHED["caption"].encode("utf-8").replace(b"neuron", b"neur\xf6n").decode(READ_ENCODING)
+    bad = import_record({**PUBLISHED, "caption": bad_caption, "source_file": "d/a.csv", "source_row": 4})
+    assert (bad["status"], bad["key"], bad["error_class"]) == ("error", "-2yHu5qgTzM", "InvalidEncoding")
+    assert bad["message"] == "a.csv:row4: caption is not UTF-8: byte 8 of the cell is 0xf6"
+    assert not bad["clips"] and "neur\\\\xf6n" in bad["input_snapshot"]  # the byte shown, not replaced
+    no_id = import_record({**PUBLISHED, "videoID": "id\xff", "source_file": "a.csv", "source_row": 9})
+    assert (no_id["key"], no_id["video_id"], no_id["error_class"]) == ("a.csv:row9", None, "InvalidEncoding")
+
+
+def test_a_repeated_video_id_is_an_error_in_the_same_file_or_with_another_url():
+    records = pd.DataFrame([("v", "https://u/1", "b.csv", 7), ("v", "https://u/1", "a.csv", 3),
+                            ("v", "https://u/1", "a.csv", 5), ("v", "https://u/2", "c.csv", 1)],
+                           columns=["video_id", "url", "source_file", "source_row"])
+    out = duplicate_records(records)
+    assert list(out["key"]) == ["v@a.csv:row5", "v@c.csv:row1"]  # b.csv: the same video in another file
+    assert set(out["error_class"]) == {"DuplicateVideoId"} and list(out["source_row"]) == [5, 1]
+    assert out["message"].iloc[1] == ("videoID v at c.csv:row1 (url https://u/2) was already read at a.csv:row3 "
+                                      "(url https://u/1); a source video has one row")
+    assert json.loads(out["input_snapshot"].iloc[0])["first_row"] == 3
+    assert duplicate_records(records.iloc[:2]).empty
+
+
+def test_forced_pieces_are_merged_back_into_the_detected_shot_they_were_cut_from():
+    shots = [{"start_s": 0.0, "end_s": 5.0, "forced": False}, {"start_s": 5.0, "end_s": 10.0, "forced": True},
+             {"start_s": 10.0, "end_s": 13.4, "forced": True}, {"start_s": 13.4, "end_s": 16.0, "forced": False},
+             {"start_s": 16.0, "end_s": 21.0, "forced": None}]  # imported: a detected shot
+    clip = {"start_s": 2.0, "end_s": 20.0, "caption": "c", "matching_score": 0.5, "desirable_filtering": None,
+            "shots": shots}
+    assert clip_record(clip).shots == ((0.0, 13.4), (13.4, 16.0), (16.0, 21.0))
+    assert p.clip_shots(clip_record(clip)) == [["0:00:00.000", "0:00:11.400"], ["0:00:11.400", "0:00:14.000"],
+                                               ["0:00:14.000", "0:00:18.000"]]
+    # a clip starting inside a long take: its first piece stands for the part of the shot in the clip
+    later = {**clip, "start_s": 7.0, "shots": shots[1:4]}
+    assert clip_record(later).shots == ((5.0, 13.4), (13.4, 16.0))
+    assert p.detected_shots([]) == ()
+
+
+def test_desirable_filtering_is_written_only_where_every_label_is_known():
+    known = [p.ClipRecord(0.0, 2.0, "a", 0.5, "desirable"), p.ClipRecord(2.0, 4.0, "b", 0.2, "3_screen_in_screen")]
+    assert p.build_row("v", "u", known)["desirable_filtering"] == "['desirable', '3_screen_in_screen']"
+    unknown = [known[0], p.ClipRecord(2.0, 4.0, "b", 0.2, None)]
+    row = p.build_row("v", "u", unknown)
+    assert row["desirable_filtering"] == ""  # the release has no label for "unknown"
+    (cells,) = list(csv.DictReader(io.StringIO(p.header_line() + p.csv_line(row))))
+    assert [c.desirable_filtering for c in p.parse_row(cells).clips] == [None, None]

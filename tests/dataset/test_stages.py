@@ -1,6 +1,6 @@
 """export and import-panda-csv on the local Spark + Delta session.
 
-Synthetic sources are ingested and split (paper preset: trimmed clips, times that are not whole
+Synthetic sources are ingested and split (panda70m preset: trimmed clips, times that are not whole
 seconds), captions are written directly, then: export → the exact CSV text and webdataset shards
 → import into a fresh schema → the same clips and captions → export again → the same CSV.
 """
@@ -52,7 +52,7 @@ def _write_captions(lake, caption_of=lambda row: CAPTIONS[row.clip_idx % len(CAP
 def exported(spark, state_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("export_sources")
     videos = render_demo_sources(out)[1:]  # kitchen and -demo_dash: 4 + 3 clips
-    lake = _lake(state_root, "export_e2e", "split.preset=paper", f"export.path={out / 'export'}",
+    lake = _lake(state_root, "export_e2e", "split.preset=panda70m", f"export.path={out / 'export'}",
                  "export.videos_per_csv=1", "export.clips_per_shard=3")
     ingest.run(lake.spark, lake.cfg, "r", manifest=str(write_manifest(videos, out / "manifest.csv")))
     split.run(lake.spark, lake.cfg, "r")
@@ -65,8 +65,20 @@ def _csv_text(directory: Path) -> str:
     return "".join(f.read_text(encoding="utf-8") for f in sorted(directory.glob("*.csv")))
 
 
+def _detected(shots: list) -> list[tuple[int, int]]:
+    """Frame ranges of the detected shots: each forced piece joined to the piece before it."""
+    out = []
+    for s in sorted(shots, key=lambda s: s.start_frame):
+        if s.forced and out and out[-1][1] == s.start_frame:
+            out[-1] = (out[-1][0], s.end_frame)
+        else:
+            out.append((s.start_frame, s.end_frame))
+    return out
+
+
 def _expected_csv_lines(lake) -> list[str]:
-    """The published format, built from the tables without the export code."""
+    """The published format, built from the tables without the export code: detected shots only,
+    no desirable_filtering labels (none is known for ingested videos)."""
     def q(cell):
         return '"' + cell.replace('"', '""') + '"' if any(ch in cell for ch in ',"\n\r') else cell
 
@@ -81,15 +93,15 @@ def _expected_csv_lines(lake) -> list[str]:
         clips, rate = sorted(by_video[video_id], key=lambda c: c.start_frame), fps[video_id]
         shot_cells = []
         for c in clips:
-            inside = sorted((max(shots[s].start_frame, c.start_frame) - c.start_frame,
-                             min(shots[s].end_frame, c.end_frame) - c.start_frame) for s in c.shot_ids)
+            inside = [(max(a, c.start_frame) - c.start_frame, min(b, c.end_frame) - c.start_frame)
+                      for a, b in _detected([shots[s] for s in c.shot_ids])]
             shot_cells.append("[" + ", ".join(f"['{timecode(a, rate)}', '{timecode(b, rate)}']"
                                               for a, b in inside if b > a) + "]")
         cells = [video_id, f"https://example.invalid/watch?v={video_id}",
                  "[" + ", ".join(f"['{c.start_timecode}', '{c.end_timecode}']" for c in clips) + "]",
                  repr([captions[c.clip_id].caption for c in clips]),
                  repr([captions[c.clip_id].matching_score for c in clips]),
-                 repr(["desirable" if captions[c.clip_id].good_match else "0_low_desirable_score" for c in clips]),
+                 "",
                  "[" + ", ".join(shot_cells) + "]"]
         lines.append(",".join(q(cell) for cell in cells) + "\n")
     return lines
@@ -105,6 +117,7 @@ def test_csv_is_the_published_format(exported):
         lines[0]
     assert [f.read_text(encoding="utf-8") for f in files] == [HEADER + line for line in lines]
     assert (report.rows_in, report.errored, report.counts["csv_rows"]) == (2, 0, 2)
+    assert ']",,"[[[' in lines[0]  # no desirable_filtering label is known: none is made up from good_match
 
 
 def test_webdataset_shards_hold_each_clip_as_mp4_txt_json(exported):
@@ -242,7 +255,7 @@ def test_import_round_trips_clips_and_captions_and_reimport_adds_nothing(importe
     dash = videos["-demo_dash"]
     assert (dash.path, dash.probe_version, dash.extra["origin"]) == (
         "https://example.invalid/watch?v=-demo_dash", None, "panda70m-csv")
-    assert set(json.loads(dash.extra["desirable_filtering"]).values()) <= {"desirable", "0_low_desirable_score"}
+    assert "desirable_filtering" not in dash.extra  # the export knew no labels: none are made up
     assert again.rows_out == 0 and lake.counts() == counts
 
 
@@ -277,27 +290,41 @@ def test_malformed_rows_land_in_errors_and_an_ingested_video_is_left_alone(expor
              "[0.5, 0.6]", "['desirable', 'desirable']", "[[], []]"],
             ["multi_line", "u", "[['0:00:00.000', '0:00:01.000'],\n ['0:00:02.000', '0:00:03.000']]",
              "['a,\\nb', 'c']", "[0.1, 0.9]", "['desirable', '2_tiny_camera_movement']", "[[], []]"],
-            ["", "u", "[['0:00:00.000']]", "['x']", "[0.5]", "['desirable']", "[[]]"]]
+            ["", "u", "[['0:00:00.000']]", "['x']", "[0.5]", "['desirable']", "[[]]"],
+            ["-good_one", "https://www.youtube.com/watch?v=other", *good[2:]],
+            ["latin1", "u", "[['0:00:00.000', '0:00:01.000']]", "['Caf\udce9 au lait']", "[0.5]", "['desirable']",
+             "[[]]"]]
     bad = tmp_path / "bad"
     bad.mkdir()
-    with open(bad / "bad.csv", "w", newline="", encoding="utf-8") as fh:
+    with open(bad / "bad.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:  # \udce9: byte e9
         csv.writer(fh, lineterminator="\n").writerows([HEADER.strip().split(","), *rows])
     report = import_stage.run(lake.spark, lake.cfg, "bad", csv=str(bad / "bad.csv"))
-    errors = {e.key: e.error_class for e in lake.read("errors").filter("stage = 'import-panda-csv'").collect()}
-    assert errors == {"evil": "MalformedList", "bad.csv:row3": "MissingField", "short": "MisalignedLists",
-                      "bad.csv:row6": "MissingField"}
-    assert not marker.exists() and (report.rows_in, report.errored) == (6, 4)
+    errors = {e.key: e for e in lake.read("errors").filter("stage = 'import-panda-csv'").collect()}
+    assert {k: e.error_class for k, e in errors.items()} == {
+        "evil": "MalformedList", "bad.csv:row3": "MissingField", "short": "MisalignedLists",
+        "bad.csv:row6": "MissingField", "-good_one@bad.csv:row7": "DuplicateVideoId", "latin1": "InvalidEncoding"}
+    assert "(url https://www.youtube.com/watch?v=other) was already read at bad.csv:row1 (url https://www.youtube." \
+           "com/watch?v=-good_one)" in errors["-good_one@bad.csv:row7"].message
+    assert errors["latin1"].message == "bad.csv:row8: caption is not UTF-8: byte 5 of the cell is 0xe9"
+    assert lake.read("videos").filter("video_id = '-good_one'").first().url == good[1]
+    assert lake.read("videos").filter("video_id = 'latin1'").count() == 0
+    counts = report.counts
+    assert not marker.exists() and (report.rows_in, report.errored) == (8, 6)
+    assert {k: v for k, v in counts.items() if k.startswith("errors.")} == {
+        "errors.DuplicateVideoId": 1, "errors.InvalidEncoding": 1, "errors.MalformedList": 1,
+        "errors.MisalignedLists": 1, "errors.MissingField": 2}
+    assert counts["records"] == counts["imported"] + counts["errored"] == 2 + 6  # every record counted once
     multi = lake.read("clips").join(lake.read("captions"), "clip_id").filter("video_id = 'multi_line'") \
         .orderBy("clip_idx").collect()
     assert [(c.caption, c.good_match) for c in multi] == [("a,\nb", False), ("c", True)]
     labels = json.loads(lake.read("videos").filter("video_id = 'multi_line'").first().extra["desirable_filtering"])
     assert labels == {multi[0].clip_id: "desirable", multi[1].clip_id: "2_tiny_camera_movement"}
 
-    fixed = tmp_path / "fixed.csv"
+    # the file fixed (only the short row left, with its second caption): its errors are gone
     pd.DataFrame([dict(zip(HEADER.strip().split(","), [*rows[3][:3], "['one', 'two']", *rows[3][4:]]))]).to_csv(
-        fixed, index=False)
-    import_stage.run(lake.spark, lake.cfg, "fixed", csv=str(fixed))
-    assert "short" not in {e.key for e in lake.read("errors").filter("stage = 'import-panda-csv'").collect()}
+        bad / "bad.csv", index=False)
+    import_stage.run(lake.spark, lake.cfg, "fixed", csv=str(bad / "bad.csv"))
+    assert lake.read("errors").filter("stage = 'import-panda-csv'").count() == 0
     assert lake.read("clips").filter("video_id = 'short'").count() == 2
 
     # the kitchen video is now ingested from a file: importing its CSV row again must not touch it

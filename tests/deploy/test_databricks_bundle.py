@@ -37,7 +37,8 @@ REF = re.compile(r"\$\{([\w.-]+)\}")
 PIPELINE_JOB, MAINTAIN_JOB = "panda_pipeline", "panda_maintain"
 # stage → the bundle job whose task runs it; the stages not here run by hand only (one-off loads)
 JOB_OF = {**{stage: PIPELINE_JOB for stage in PIPELINE_STAGES}, "maintain": MAINTAIN_JOB}
-UNSCHEDULED = {"import-panda-csv"}  # needs a --csv of published metadata: run it when you have one
+# import-panda-csv needs a --csv of published metadata, calibrate-selection labels: run them when you have them
+UNSCHEDULED = {"import-panda-csv", "calibrate-selection"}
 
 
 # ---------------------------------------------------------------- the bundle, resolved

@@ -84,7 +84,7 @@ def test_good_rows_land_in_videos_with_probed_facts(ingested, source_set):
         assert row.path == str(v.path) and row.bytes == v.path.stat().st_size
         assert row.extra == {"category": v.category}
         assert row.title == v.title and row.description == v.description
-        assert row.run_id == "run-1" and row.probe_version == "probe-1"
+        assert row.run_id == "run-1" and row.probe_version == "probe-2"
     city = rows["demo_city"]
     assert city.subtitles_format == "vtt" and len(city.subtitles) >= 5
     assert all(c.start_s < c.end_s for c in city.subtitles)

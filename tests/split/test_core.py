@@ -8,6 +8,9 @@ from panda_spark.split.embedders import ColorLayoutEmbedder
 from panda_spark.split.stitching import stitch_params
 
 
+RELEASED = SplitParams("released_code", stitch=stitch_params("released_code"))  # no trim, no 60 s cut
+
+
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     return render_demo_sources(tmp_path_factory.mktemp("demo"))[0]
@@ -21,7 +24,7 @@ def test_timecodes_are_truncated_milliseconds(frame, fps, expected):
 
 
 def test_city_splits_at_cuts_and_drops_the_crossfade_and_the_still(city):
-    result = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), SplitParams())
+    result = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), RELEASED)
     shots = [(s["start_frame"], s["end_frame"]) for s in result.shots]
     assert {200, 550, 700} <= {start for start, _ in shots}  # the hard cuts
     clips = [(c["start_frame"], c["end_frame"]) for c in result.clips]
@@ -34,7 +37,7 @@ def test_city_splits_at_cuts_and_drops_the_crossfade_and_the_still(city):
 
 
 def test_each_clip_gets_eight_uniform_frames_and_one_keyframe_inside_it(city):
-    result = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), SplitParams())
+    result = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), RELEASED)
     by_clip = {c["clip_id"]: c for c in result.clips}
     assert len(result.clip_frames) == 9 * len(result.clips)
     for row in result.clip_frames:
@@ -50,11 +53,10 @@ def test_each_clip_gets_eight_uniform_frames_and_one_keyframe_inside_it(city):
     assert 0.3 * 200 - 2 <= keyframe <= 0.7 * 200 + 2  # nearest 4-fps sample to a point in 30–70%
 
 
-def test_ids_are_deterministic_and_the_paper_preset_trims(city):
-    a = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), SplitParams())
-    b = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), SplitParams())
+def test_ids_are_deterministic_and_the_panda70m_preset_trims(city):
+    a = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), RELEASED)
+    b = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), RELEASED)
     assert [c["clip_id"] for c in a.clips] == [c["clip_id"] for c in b.clips]
-    paper = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(),
-                        SplitParams("paper", stitch=stitch_params("paper")))
-    assert [(c["start_frame"], c["end_frame"]) for c in paper.clips][0] == (20, 180)  # 10% off both ends
-    assert paper.clips[0]["params_hash"] != a.clips[0]["params_hash"]
+    panda = split_video(city.video_id, str(city.path), ColorLayoutEmbedder(), SplitParams())  # the default
+    assert [(c["start_frame"], c["end_frame"]) for c in panda.clips][0] == (20, 180)  # 10% off both ends
+    assert panda.clips[0]["params_hash"] != a.clips[0]["params_hash"]

@@ -12,13 +12,13 @@ from panda_spark.split.stitching import stitch_params
 from tests.conftest import shared_data
 
 PARAMS = {
-    "released_code": SplitParams(),
-    "paper": SplitParams("paper", stitch=stitch_params("paper")),  # cuts events at 60 s, trims, drops redundant
+    "released_code": SplitParams("released_code", stitch=stitch_params("released_code")),
+    "panda70m": SplitParams(),  # cuts events at 60 s, trims, drops redundant
     # drops most events as redundant: their frames, picked while streaming, go unused
-    "redundant": SplitParams("paper", stitch=stitch_params("paper", redundancy_threshold=1.5)),
+    "redundant": SplitParams("panda70m", stitch=stitch_params("panda70m", redundancy_threshold=1.5)),
 }
 # the slides barely move: without the still check, their one 123 s event is a clip, cut at 60 s
-SLIDES = SplitParams("paper", stitch=stitch_params("paper", still_threshold=0.0))
+SLIDES = SplitParams("panda70m", stitch=stitch_params("panda70m", still_threshold=0.0))
 LONG_TAKE = (3.0, 4.5, 100.0, 2.5, 6.0)  # shot lengths (s): a 100 s take, cut every 5 s and stitched back
 
 
@@ -60,7 +60,7 @@ def assert_same_rows(streamed, whole):
 @pytest.mark.parametrize("video, params", [
     *[pytest.param(v, params, id=f"{v}-{p}") for v in ("aerial", "city", "synthetic_3min", "long_take")
       for p, params in PARAMS.items()],
-    pytest.param("slides", SLIDES, id="slides-paper-no-still"),  # 1080p, slow to decode: one case
+    pytest.param("slides", SLIDES, id="slides-panda70m-no-still"),  # 1080p, slow to decode: one case
 ])
 def test_streaming_split_returns_the_whole_video_rows(videos, whole_scans, video, params):
     streamed = split_video(video, videos[video], ColorLayoutEmbedder(), params)
@@ -81,7 +81,7 @@ def test_samples_held_do_not_grow_with_the_video(videos, whole_scans):
 
 
 def test_a_long_take_holds_samples_of_max_len_only(videos):
-    params = PARAMS["paper"]  # events cut at 60 s
+    params = PARAMS["panda70m"]  # events cut at 60 s
     result = split_video("take", videos["long_take"], ColorLayoutEmbedder(), params)
     take = [c for c in result.clips if c["end_frame"] - c["start_frame"] > 60 * 25 * 0.7]
     assert len(take) == 1  # the 100 s take is one clip, cut to 60 s and trimmed

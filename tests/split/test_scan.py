@@ -62,3 +62,25 @@ def test_frames_are_sampled_every_quarter_second_as_jpeg(aerial):
     assert sorted(scan.samples) == list(range(0, 632, 7))  # round(29.97 / 4) = 7
     assert scan.sample_size == (398, 224)
     assert all(jpeg[:2] == b"\xff\xd8" for jpeg in scan.samples.values())
+
+
+def scenedetect_scores(path, downscale: int) -> np.ndarray:
+    """scenedetect's per-frame content score (`content_val`) at a given downscale factor."""
+    scenedetect = pytest.importorskip("scenedetect")
+    video = scenedetect.open_video(str(path))
+    manager = scenedetect.SceneManager(scenedetect.StatsManager())
+    manager.auto_downscale, manager.downscale = False, downscale
+    manager.add_detector(scenedetect.ContentDetector(threshold=25, min_scene_len=15))
+    manager.detect_scenes(video)
+    stats, base = manager.stats_manager, video.base_timecode
+    return np.array([stats.get_metrics(base + i, ["content_val"])[0] or 0.0 for i in range(video.frame_number)])
+
+
+def test_auto_analysis_scores_the_frames_scenedetect_scores(aerial):
+    path, scan = aerial  # 640×360: PySceneDetect 0.6 scores it at 320×180 (factor 640 // 256 = 2)
+    reference = scenedetect_scores(path, 2)
+    assert len(reference) == len(scan.scores)
+    assert np.abs(scan.scores - reference).max() < 0.01
+    fixed = scan_video(str(path), ScanParams(threshold=25, analysis_size="fixed", keep_frames=False))
+    assert np.abs(fixed.scores - reference).mean() > 0.1  # 128×72 in the decoder: the fast approximation
+    assert detected_cuts(fixed) == [334]

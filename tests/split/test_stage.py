@@ -1,13 +1,14 @@
 """The split stage on the local Spark + Delta session: tables, incremental reruns, re-splits, errors."""
 import pytest
 
-from panda_spark.config import load_config
+from panda_spark.config import ConfigError, load_config
 from panda_spark.demo.synthetic import render_demo_sources, write_manifest
 from panda_spark.ingest import stage as ingest
 from panda_spark.spark import get_spark
 from panda_spark.split import stage as split
-from panda_spark.split.core import SplitParams, split_video
+from panda_spark.split.core import split_video
 from panda_spark.split.embedders import ColorLayoutEmbedder
+from panda_spark.split.stitching import stitch_params
 from panda_spark.tables import Lakehouse
 from tests.conftest import overrides_for
 
@@ -26,7 +27,8 @@ def lake(spark, state_root, tmp_path_factory):
 def test_tables_hold_exactly_what_the_core_computes(lake):
     lake, videos, report = lake
     for video in videos:
-        expected = split_video(video.video_id, str(video.path), ColorLayoutEmbedder(), SplitParams())
+        expected = split_video(video.video_id, str(video.path), ColorLayoutEmbedder(),
+                               split.split_params(lake.cfg.split))
         clips = lake.read("clips").filter(f"video_id = '{video.video_id}'").orderBy("clip_idx").collect()
         assert [(c.clip_id, c.start_frame, c.end_frame, c.start_timecode) for c in clips] == [
             (c["clip_id"], c["start_frame"], c["end_frame"], c["start_timecode"]) for c in expected.clips]
@@ -49,11 +51,11 @@ def test_rerun_skips_videos_split_with_the_same_parameters(lake):
 
 def test_new_parameters_resplit_and_replace_old_rows(lake, state_root):
     lake, _, _ = lake
-    paper = load_config(None, [*overrides_for(state_root, "split_e2e"), "split.preset=paper"])
-    report = split.run(lake.spark, paper, "split-run-3")
+    released = load_config(None, [*overrides_for(state_root, "split_e2e"), "split.preset=released_code"])
+    report = split.run(lake.spark, released, "split-run-3")
     assert report.counts["videos"] == 3
     clips = lake.read("clips").collect()
-    assert {c.preset for c in clips} == {"paper"} and {c.run_id for c in clips} == {"split-run-3"}
+    assert {c.preset for c in clips} == {"released_code"} and {c.run_id for c in clips} == {"split-run-3"}
     clip_ids = {c.clip_id for c in clips}
     assert {r.clip_id for r in lake.read("clip_frames").select("clip_id").collect()} == clip_ids
     assert lake.read("shots").select("params_hash").distinct().count() == 1
@@ -110,7 +112,8 @@ def test_a_changed_video_file_is_split_again(spark, state_root, tmp_path):
     import shutil
 
     videos = render_demo_sources(tmp_path)
-    cfg = load_config(None, overrides_for(state_root, "split_changed"))
+    # released_code: untrimmed clips, so the last one ends where the (new) footage ends
+    cfg = load_config(None, [*overrides_for(state_root, "split_changed"), "split.preset=released_code"])
     lake = Lakehouse(get_spark(cfg), cfg, "r")
     manifest = str(write_manifest(videos, tmp_path / "manifest.csv"))
     ingest.run(lake.spark, cfg, "r1", manifest=manifest)
@@ -141,3 +144,19 @@ def test_clips_can_be_materialised_as_mp4_files_with_timestamps_from_zero(spark,
         assert len(frames) == clip.end_frame - clip.start_frame
         assert frames[0].time == 0.0
         assert frames[-1].time == pytest.approx((len(frames) - 1) / 25.0)
+
+
+def test_split_conf_defaults_to_the_panda70m_detector_and_preset():
+    params = split.split_params(load_config(None, []).split)
+    assert params.preset == "panda70m" and params.stitch == stitch_params("panda70m")
+    assert (params.scan.flash_filter, params.scan.analysis_size) == ("suppress", "auto")
+    fast = split.split_params(load_config(None, ["split.flash_filter=merge", "split.analysis_size=fixed",
+                                                 "split.analysis_width=96", "split.analysis_height=54"]).split)
+    assert (fast.scan.flash_filter, fast.scan.analysis_size, fast.scan.analysis_width, fast.scan.analysis_height) \
+        == ("merge", "fixed", 96, 54)
+
+
+@pytest.mark.parametrize("key, value", [("preset", "paper"), ("flash_filter", "flash"), ("analysis_size", "128x72")])
+def test_unknown_split_choices_name_the_key_and_the_known_values(key, value):
+    with pytest.raises(ConfigError, match=f"split.{key}.*expected one of"):
+        load_config(None, [f"split.{key}={value}"])

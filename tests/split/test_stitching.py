@@ -14,7 +14,7 @@ from panda_spark.split.stitching import (
 )
 
 RELEASED = PRESETS["released_code"]
-PAPER = PRESETS["paper"]
+PANDA = PRESETS["panda70m"]
 
 
 def u(deg: float) -> np.ndarray:
@@ -111,34 +111,34 @@ def test_still_event_dropped():
     assert stitch_shots(two, *feats([(0, 20), (20, 0)]), None, 25.0, RELEASED) == []
 
 
-def test_redundancy_only_with_paper_preset():
+def test_redundancy_only_with_panda70m_preset():
     shots = [(0, 100), (200, 300), (400, 500), (600, 700)]
     # events 0 and 1 identical; 2 far away; 3 close to 2 (mean 5° apart: 0.087 < 0.3)
     angles = [(0, 20), (0, 20), (90, 110), (95, 115)]
     assert frames(stitch_shots(shots, *feats(angles), None, 10.0, RELEASED)) == [
         (0, 100, (0,)), (200, 300, (1,)), (400, 500, (2,)), (600, 700, (3,))]
-    assert frames(stitch_shots(shots, *feats(angles), None, 10.0, PAPER)) == [
+    assert frames(stitch_shots(shots, *feats(angles), None, 10.0, PANDA)) == [
         (10, 90, (0,)), (410, 490, (2,))]
 
 
 def test_redundancy_ignores_dropped_events():
     shots = [(0, 100), (200, 300)]
     angles = [(0, 5), (0, 20)]  # first event still (dropped); second has a close mean but is kept
-    assert frames(stitch_shots(shots, *feats(angles), None, 10.0, PAPER)) == [(210, 290, (1,))]
+    assert frames(stitch_shots(shots, *feats(angles), None, 10.0, PANDA)) == [(210, 290, (1,))]
 
 
-def test_max_length_and_trim_paper():
+def test_max_length_and_trim_panda70m():
     first, last = feats([(0, 20)])
     shot = [(5, 1005)]  # 100 s at 10 fps
-    # paper: cut to 60 s → [5, 605); trim int(0.1 * 600) = 60 each side
-    assert frames(stitch_shots(shot, first, last, None, 10.0, PAPER)) == [(65, 545, (0,))]
+    # panda70m: cut to 60 s → [5, 605); trim int(0.1 * 600) = 60 each side
+    assert frames(stitch_shots(shot, first, last, None, 10.0, PANDA)) == [(65, 545, (0,))]
     # released code: 1200 s cap, no trim
     assert frames(stitch_shots(shot, first, last, None, 10.0, RELEASED)) == [(5, 1005, (0,))]
 
 
 def test_trim_truncates():
-    # 25 frames at 10 fps with min 2 s: trim int(0.1 * 25) = 2
-    params = stitch_params("paper")
+    # 25 frames at 10 fps, just the 2.5 s minimum: trim int(0.1 * 25) = 2
+    params = stitch_params("panda70m")
     assert frames(stitch_shots([(3, 28)], *feats([(0, 20)]), None, 10.0, params)) == [(5, 26, (0,))]
 
 
@@ -173,17 +173,27 @@ def test_presets():
     assert RELEASED == StitchParams(transition_threshold=1.0, stitch_threshold=0.6, min_len_s=2.0,
                                     max_len_s=1200.0, redundancy_threshold=0.0, trim_fraction=0.0,
                                     still_threshold=0.15)
-    assert PAPER == StitchParams(transition_threshold=1.0, stitch_threshold=0.6, min_len_s=2.0,
+    # event_stitching.py line 200, "the same parameters as we collect Panda-70M" (splitting/README.md)
+    assert PANDA == StitchParams(transition_threshold=1.0, stitch_threshold=0.6, min_len_s=2.5,
                                  max_len_s=60.0, redundancy_threshold=0.3, trim_fraction=0.1,
                                  still_threshold=0.15)
-    assert stitch_params("paper") == PAPER
+    assert sorted(PRESETS) == ["panda70m", "released_code"]
+    assert stitch_params("panda70m") == PANDA
     assert stitch_params("released_code", max_len_s=60.0) == StitchParams(1.0, 0.6, 2.0, 60.0, 0.0, 0.0, 0.15)
     with pytest.raises(dataclasses.FrozenInstanceError):
         RELEASED.min_len_s = 1.0
 
 
+def test_min_length_is_2_5_s_for_panda70m_and_2_s_for_the_released_code():
+    one_shot = feats([(0, 20)])
+    for n_frames, kept_by_panda in ((24, False), (25, True)):
+        assert bool(stitch_shots([(0, n_frames)], *one_shot, None, 10.0, PANDA)) is kept_by_panda
+    assert frames(stitch_shots([(0, 20)], *one_shot, None, 10.0, RELEASED)) == [(0, 20, (0,))]
+    assert stitch_shots([(0, 19)], *one_shot, None, 10.0, RELEASED) == []
+
+
 def test_stitch_params_errors():
-    with pytest.raises(ValueError, match="'nope'"):
-        stitch_params("nope")
+    with pytest.raises(ValueError, match="'paper'.*'panda70m', 'released_code'"):
+        stitch_params("paper")  # dropped: it was panda70m with min 2.0 s
     with pytest.raises(ValueError, match="min_len"):
-        stitch_params("paper", min_len=3.0)
+        stitch_params("panda70m", min_len=3.0)

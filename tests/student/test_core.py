@@ -1,5 +1,7 @@
-"""Student cores without Spark: caption metrics on a hand-made set, the model's save/load round
-trip and its text dropout, the in-memory loader's shards."""
+"""Student cores without Spark: caption metrics on a hand-made set, the released prompt and layout,
+the text branch, decoding, memorising a tiny task, the model's save/load round trip and its text
+dropout, the in-memory loader's shards."""
+import dataclasses
 import os
 
 import numpy as np
@@ -9,10 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from panda_spark.student.data import NUMERIC_COLUMNS, MemoryLoader, RowBuilder, text_inputs  # noqa: E402
-from panda_spark.student.model import StudentCaptioner, StudentConfig  # noqa: E402
+from panda_spark.student.data import (NUMERIC_COLUMNS, METADATA_LABEL, SUBTITLES_LABEL, MemoryLoader,  # noqa: E402
+                                      Prompt, RowBuilder, clip_texts, text_inputs)
+from panda_spark.student.model import FORMAT_VERSION, GREEDY, Decoding, StudentCaptioner, StudentConfig  # noqa: E402
 from panda_spark.tiny_models import resolve_model  # noqa: E402
 from tests.select.colors import color_frames  # noqa: E402
+
+STEPS = 200  # enough for the tiny student to memorise three captions (125 do)
 
 
 def test_caption_metrics_equal_known_values():
@@ -40,8 +45,8 @@ def parts(tmp_path_factory):
     builder = RowBuilder(vision, lm, num_frames=2, max_text_tokens=16, max_caption_tokens=12, device="cpu")
     rng = np.random.default_rng(0)
     rows = builder.rows([color_frames(c, 2, rng) for c in ("red", "blue", "green")],
-                        ["a red scene", "a blue scene", "a green scene"], ["Title. A description", "", ""],
-                        ["hello everyone", "", "welcome back"])
+                        ["a red scene", "a blue scene", "a green scene"], ["['Title', 'A description']", "", ""],
+                        ["Hello everyone", "", "Welcome back"])
     config = StudentConfig(vision_model=vision, language_model=lm, num_frames=2, vision_dim=builder.encoder.dim,
                            video_queries=4, text_queries=4, hidden=32, layers=1, heads=2, max_text_tokens=16,
                            max_caption_tokens=12)
@@ -59,10 +64,172 @@ def test_rows_are_fixed_shape_token_ids_and_features(parts):
     builder, rows, config = parts
     assert list(rows.columns) == list(NUMERIC_COLUMNS)
     assert {len(x) for x in rows["frame_features"]} == {2 * config.vision_dim}
-    assert {len(x) for x in rows["caption_ids"]} == {12} and {len(x) for x in rows["metadata_ids"]} == {8}
-    assert rows["metadata_mask"][1] == [0] * 8  # a clip without metadata: all padding
+    assert {len(x) for x in rows["caption_ids"]} == {12} and {len(x) for x in rows["metadata_ids"]} == {16}
+    assert rows["metadata_mask"][1] == [0] * 16  # a clip without metadata: all padding
     caption = [i for i, m in zip(rows["caption_ids"][0], rows["caption_mask"][0]) if m]
     assert builder.tokenizer.decode(caption) == "a red scene<|endoftext|>"
+    subtitles = [i for i, m in zip(rows["subtitles_ids"][2], rows["subtitles_mask"][2]) if m]
+    # the field is its prompt line, its last max_text_tokens (16) tokens: the prompt is cut from the left
+    whole = builder.prompt.ids("\nTranscription: Welcome back")
+    assert len(whole) > 16 and subtitles == whole[-16:]
+    # a caption cut to fit keeps its end token, as the released code forces it
+    long = builder.caption_ids("a man is riding a bicycle down the street near a green tree")
+    assert len(long) == 12 and long[-1] == builder.tokenizer.eos_token_id
+
+
+def released_prompt(subtitles: str, metadata: str) -> str:
+    """The released HdvilaDataset's prompt, spelled out as its code builds it."""
+    prompt = ""
+    if subtitles:
+        prompt += "\nTranscription: %s" % subtitles
+    if metadata:
+        prompt += "\nMetadata: %s" % metadata
+    if prompt:
+        return ("Some information about a video you will get:" + prompt
+                + "\nPlease look at the video and faithfully summarize it in one sentence.")
+    return "Please faithfully summarize the following video in one sentence."
+
+
+def _fields(prompt: Prompt, pairs: list[tuple[str, str]], length: int) -> dict:
+    from panda_spark.student.data import pad
+
+    out = {}
+    for name, label, texts in (("subtitles", SUBTITLES_LABEL, [s for s, _ in pairs]),
+                               ("metadata", METADATA_LABEL, [m for _, m in pairs])):
+        padded = [pad(prompt.field(label, t), length, prompt.pad) for t in texts]
+        out[f"{name}_ids"] = torch.tensor([i for i, _ in padded])
+        out[f"{name}_mask"] = torch.tensor([m for _, m in padded])
+    return out
+
+
+def _assemble(prompt: Prompt, fields: dict):
+    return prompt.assemble(fields["subtitles_ids"], fields["subtitles_mask"], fields["metadata_ids"],
+                           fields["metadata_mask"])
+
+
+def test_clip_texts_are_the_released_fields():
+    clip = {"cues": [{"start_s": 0.0, "end_s": 2.0, "text": "today we make a cake"}], "start_s": 0.0, "end_s": 3.0,
+            "title": "My trip", "description": "a short\nvlog"}
+    assert clip_texts(clip, 100) == ("Today we make a cake", "['My trip', 'a short vlog']")
+    assert clip_texts({**clip, "cues": None, "title": None, "description": " "}, 100) == ("", "")
+
+
+def test_prompt_is_the_released_wording_after_a_start_token_cut_from_the_left(parts):
+    builder, _, _ = parts
+    tok = builder.tokenizer
+    metadata = "['My trip to the mountains', 'A short vlog']"
+    pairs = [("Hello everyone, welcome back.", metadata), ("Hello everyone, welcome back.", ""), ("", metadata),
+             ("", "")]
+    prompt = Prompt(tok, 200)
+    ids, mask = _assemble(prompt, _fields(prompt, pairs, 200))
+    for (subtitles, meta), row, keep in zip(pairs, ids, mask):
+        kept = row[keep.bool()].tolist()
+        expected = released_prompt(subtitles, meta)
+        assert kept == [prompt.start] + tok(expected, add_special_tokens=False)["input_ids"]
+        assert tok.decode(kept[1:]) == expected
+        assert keep[:-len(kept)].sum() == 0  # padded on the left
+    # over-long: the left is cut, the end of the prompt (and of the subtitles) stays
+    subtitles = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
+    end = "\nMetadata: " + metadata + "\nPlease look at the video and faithfully summarize it in one sentence."
+    length = len(prompt.ids(end)) + 10  # room for the end of the subtitles only
+    short = Prompt(tok, length)
+    ids, mask = _assemble(short, _fields(short, [(subtitles, metadata)], length))
+    whole = [short.start] + tok(released_prompt(subtitles, metadata), add_special_tokens=False)["input_ids"]
+    assert mask.tolist() == [[1] * length] and ids[0].tolist() == whole[-length:]
+    assert tok.decode(ids[0]).endswith("lazy dog" + end) and "Some information" not in tok.decode(ids[0])
+
+
+def test_training_drops_a_whole_field_from_the_prompt(parts):
+    builder, _, _ = parts
+    tok, n = builder.tokenizer, 2000
+    prompt = Prompt(tok, 200)
+    fields = _fields(prompt, [("Hello everyone", "['My trip']")] * n, 200)
+    dropped = text_inputs(fields, True, 0.5, 0.5, torch.Generator().manual_seed(0))
+    ids, mask = _assemble(prompt, dropped)
+    seen = pd.Series([tok.decode(r[k.bool()][1:]) for r, k in zip(ids, mask)]).value_counts(normalize=True)
+    variants = {released_prompt(s, m) for s in ("Hello everyone", "") for m in ("['My trip']", "")}
+    assert set(seen.index) == variants  # a field goes with its line, never in part
+    assert all(0.2 < share < 0.3 for share in seen)
+    kept = text_inputs(fields, False, 0.5, 0.5)  # never at evaluation
+    assert torch.equal(kept["subtitles_mask"], fields["subtitles_mask"])
+    assert torch.equal(kept["metadata_mask"], fields["metadata_mask"])
+
+
+def test_prefix_is_the_released_layout_start_text_video(parts):
+    _, rows, config = parts
+    torch.manual_seed(0)
+    model = StudentCaptioner(config).eval()
+    batch = _batch(rows)
+    with torch.no_grad():
+        prefix, video = model.prefix(batch), model.video_prefix(batch["frame_features"])
+        start = model.lm.get_input_embeddings()(torch.tensor(model.prompt.start))
+    assert prefix.shape[1] == 1 + config.text_queries + config.video_queries
+    assert torch.equal(prefix[:, 0], start.expand(len(rows), -1))
+    assert torch.equal(prefix[:, -config.video_queries:], video)
+
+
+def test_text_branch_is_queried_by_detached_video_tokens_over_positioned_prompt_tokens(parts):
+    _, rows, config = parts
+    torch.manual_seed(0)
+    model = StudentCaptioner(config).eval()
+    batch = _batch(rows)
+    video = model.video_prefix(batch["frame_features"])
+    ids, mask = model.prompt.assemble(batch["subtitles_ids"], batch["subtitles_mask"], batch["metadata_ids"],
+                                      batch["metadata_mask"])
+    text = model.text_prefix(video, ids, mask)
+    text.square().sum().backward()
+    vision = [model.frame_in, model.video_branch, model.video_out]
+    assert all(p.grad is None for m in vision for p in m.parameters()) and model.video_queries.grad is None
+    assert model.text_position.weight.grad.abs().sum() > 0 and model.text_in.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert not torch.allclose(model.text_prefix(video * 2, ids, mask), text)  # the queries are the video tokens
+        # the same tokens in another order: cross-attention alone cannot tell, the position embeddings do
+        assert not torch.allclose(model.text_prefix(video, ids.flip(1), mask.flip(1)), text, atol=1e-5)
+
+
+def test_decoding_defaults_are_the_released_ones_and_conf_checks_them():
+    from panda_spark.config import load_config
+    from panda_spark.errors import ConfigError
+    from panda_spark.student.train import finish_caption
+
+    assert Decoding() == Decoding(num_beams=3, do_sample=True, top_p=0.9, temperature=1.5)
+    assert Decoding.of(load_config(None).student) == Decoding()
+    assert Decoding.of(load_config(None, ["student.do_sample=false", "student.num_beams=1"]).student) == GREEDY
+    with pytest.raises(ConfigError, match="student.top_p"):
+        load_config(None, ["student.top_p=0"])
+    with pytest.raises(ConfigError, match="student.text_queries"):
+        load_config(None, ["student.text_queries=5"])
+    assert [finish_caption(t) for t in (" a red scene ", "Two dogs play!", "")] == ["A red scene.", "Two dogs play!", ""]
+
+
+def test_a_trained_student_reproduces_its_captions_greedily_and_decodes_as_released(parts):
+    """Training and generation share one layout: a student that memorised a tiny task gives back
+    its captions word for word."""
+    from panda_spark.student.data import to_model_batch
+    from panda_spark.student.train import finish_caption, generate_captions
+
+    _, rows, config = parts
+    captions = ["a red scene", "a blue scene", "a green scene"]
+    config = dataclasses.replace(config, train_language_model=True)
+    torch.manual_seed(0)
+    model = StudentCaptioner(config)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    raw = {c: torch.from_numpy(np.stack(rows[c].to_numpy())) for c in NUMERIC_COLUMNS}
+    generator, threads = torch.Generator().manual_seed(0), torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only contend (300 s instead of 7 s on a busy box)
+    try:
+        for _ in range(STEPS):
+            loss = model(to_model_batch(raw, 2, "cpu", True, 0.5, 0.5, generator))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    assert loss.item() < 0.05
+    assert generate_captions(model, rows, 2, "cpu", 12, GREEDY) == [finish_caption(c) for c in captions]
+    torch.manual_seed(0)
+    sampled = generate_captions(model, rows, 2, "cpu", 12)  # the released decoding: 3 beams, sampling
+    assert len(sampled) == 3 and all(c[0].isupper() and c.endswith(".") for c in sampled)
 
 
 def test_save_and_load_give_the_same_loss_and_reject_another_format(parts, tmp_path):
@@ -74,26 +241,18 @@ def test_save_and_load_give_the_same_loss_and_reject_another_format(parts, tmp_p
         before = model(batch).item()
     from transformers import AutoTokenizer
 
-    model.save(tmp_path / "student", AutoTokenizer.from_pretrained(config.language_model))
+    model.save(tmp_path / "student")
     loaded = StudentCaptioner.load(tmp_path / "student")
     with torch.no_grad():
         assert loaded(batch).item() == pytest.approx(before, rel=1e-6)
-    assert loaded.config.vision_dim == config.vision_dim and loaded.config.format_version == 1
-    text = (tmp_path / "student" / "student_config.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    assert loaded.config.vision_dim == config.vision_dim and loaded.config.format_version == FORMAT_VERSION
+    assert AutoTokenizer.from_pretrained(tmp_path / "student" / "language_model").encode("a red scene") == \
+        model.tokenizer.encode("a red scene")
+    text = (tmp_path / "student" / "student_config.json").read_text().replace(
+        f'"format_version": {FORMAT_VERSION}', '"format_version": 99')
     (tmp_path / "student" / "student_config.json").write_text(text)
     with pytest.raises(ValueError, match="format 99"):
         StudentCaptioner.load(tmp_path / "student")
-
-
-def test_training_drops_metadata_and_subtitles_per_clip():
-    n = 2000
-    batch = {k: torch.ones(n, 4, dtype=torch.long) for k in ("metadata_ids", "metadata_mask", "subtitles_ids",
-                                                             "subtitles_mask")}
-    ids, mask = text_inputs(batch, True, 0.5, 0.5, torch.Generator().manual_seed(0))
-    assert ids.shape == (n, 8)
-    kept_meta, kept_subs = mask[:, :4].all(1).float().mean(), mask[:, 4:].all(1).float().mean()
-    assert 0.45 < kept_meta < 0.55 and 0.45 < kept_subs < 0.55
-    assert text_inputs(batch, False, 0.5, 0.5)[1].all()  # never at evaluation
 
 
 def test_memory_loader_shards_rows_between_processes(parts):
