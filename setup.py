@@ -8,6 +8,7 @@ setup(
     version="0.1.0",
     description="Panda-70M video captioning pipeline as Spark ETL jobs over Delta Lake",
     packages=find_packages(include=["panda_spark", "panda_spark.*"]),
+    package_data={"panda_spark": ["log4j2.properties"]},  # the embedded driver's log4j2 configuration
     python_requires=">=3.10",
     install_requires=[
         "pyarrow", "numpy", "pandas", "decord", "av", "opencv-python-headless", "PyYAML", "fsspec",
@@ -22,7 +23,10 @@ setup(
                "dill", "diskcache", "future", "psutil", "pyzmq", "six", "matplotlib"],
         # the embedded lakehouse (local Spark + Delta); clusters bring their own
         "spark": ["pyspark", "delta-spark"],
-        "test": ["pytest", "click", "platformdirs", "tqdm"],
+        # fsspec's object-store backends (s3://, gs://, abfs://); the cluster deployments install it
+        "cloud": ["s3fs", "gcsfs", "adlfs"],
+        # (s3fs and moto's S3 server: the cloud tests read and write s3:// URIs on 127.0.0.1)
+        "test": ["pytest", "pytest-random-order", "click", "platformdirs", "tqdm", "s3fs", "moto[server]"],
     },
     entry_points={"console_scripts": ["panda-spark=panda_spark.cli:console_main"]},
 )

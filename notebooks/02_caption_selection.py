@@ -16,12 +16,12 @@ nb = open_notebook(globals())
 # Teacher win rates per category, when the manifest had a `category` column
 nb.show(nb.sql("""
 SELECT category, teacher, wins, win_rate FROM {schema}.teacher_win_rates WHERE scope = 'category'
-ORDER BY category, win_rate DESC"""))
+ORDER BY category, win_rate DESC, teacher"""))
 
 # COMMAND ----------
 
 # Clips without a good match: candidates for re-captioning or for the label queue
-nb.show(nb.sql("SELECT reason, count(*) AS clips FROM {schema}.clips_without_good_match GROUP BY reason"))
+nb.show(nb.sql("SELECT reason, count(*) AS clips FROM {schema}.clips_without_good_match GROUP BY reason ORDER BY reason"))
 
 # COMMAND ----------
 

@@ -2,14 +2,13 @@
 # MAGIC %md
 # MAGIC # The dataset: clip lengths, who wins, how well captions match
 # MAGIC Plots over the views of `panda-spark create-views`. On Databricks set the `schema` widget to the
-# MAGIC conf's catalog + schema (`main.panda`); on a laptop run it as a script:
+# MAGIC conf's catalog + schema (`main.panda`) and, to draw another good-match threshold than the
+# MAGIC calibrated one, `good_match_threshold`; on a laptop run it as a script:
 # MAGIC `python notebooks/03_dataset_overview.py --conf conf/local.yaml` (figures go to `.panda/notebooks/`).
 
 # COMMAND ----------
 
-import matplotlib.pyplot as plt
-
-from panda_spark.notebook import open_notebook
+from panda_spark.notebook import open_notebook, plot_clip_lengths, plot_matching_scores, plot_teacher_win_rates
 
 nb = open_notebook(globals())
 
@@ -18,32 +17,24 @@ nb = open_notebook(globals())
 # Clip-length histogram (one-second buckets; the last one holds every clip of 60 s or more).
 # Panda-70M's clips average 8.5 s.
 lengths = nb.sql("SELECT length_s, clips FROM {schema}.clip_length_distribution ORDER BY length_s")
-fig, ax = plt.subplots(figsize=(7, 3))
-ax.bar(lengths["length_s"], lengths["clips"], width=0.9, align="edge")
-ax.set(xlabel="clip length (s)", ylabel="clips", title="Clip lengths")
-nb.plot("clip_length_histogram", fig)
+nb.plot("clip_length_histogram", plot_clip_lengths(lengths))
 
 # COMMAND ----------
 
-# Teacher win rates: the share of clips whose selected caption came from each teacher
+# Teacher win rates: the share of clips whose selected caption came from each teacher (0 for a
+# teacher whose candidates never won)
 wins = nb.sql("SELECT teacher, wins, clips, win_rate FROM {schema}.teacher_win_rates WHERE scope = 'all' "
               "ORDER BY win_rate DESC, teacher")
-fig, ax = plt.subplots(figsize=(7, 3))
-ax.barh(wins["teacher"], wins["win_rate"])
-ax.invert_yaxis()
-ax.set(xlabel="win rate", title="Teacher win rates")
-nb.plot("teacher_win_rates", fig)
+nb.plot("teacher_win_rates", plot_teacher_win_rates(wins))
 nb.show(wins)
 
 # COMMAND ----------
 
-# Matching-score distribution of the selected captions; the paper keeps clips scoring above 0.43
+# Matching-score distribution of the selected captions, with the good-match threshold select grades
+# by (select.good_match_threshold, or the one calibrate-selection stored; the paper keeps > 0.43)
 scores = nb.sql("SELECT bucket_start, clips, good_matches FROM {schema}.matching_score_distribution "
                 "ORDER BY bucket_start")
-fig, ax = plt.subplots(figsize=(7, 3))
-ax.bar(scores["bucket_start"], scores["clips"], width=0.05, align="edge")
-ax.set(xlabel="matching score", ylabel="clips", title="Matching scores of the selected captions")
-nb.plot("matching_score_distribution", fig)
+nb.plot("matching_score_distribution", plot_matching_scores(scores, nb.good_match_threshold()))
 
 # COMMAND ----------
 

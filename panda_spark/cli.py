@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence, TextIO
+import textwrap
+from typing import Callable, Sequence
 
-from panda_spark.config import Config, load_config
-from panda_spark.errors import ConfigError, WriteConflict
-from panda_spark.pipeline import PIPELINE_STAGES, STAGES
+from panda_spark.config import Config, describe_defaults, load_config
+from panda_spark.errors import ConfigError, SetupError, WriteConflict
+from panda_spark.pipeline import PIPELINE_STAGES, STAGES, StageDef
 from panda_spark.select.calibrate import OBJECTIVES
-from panda_spark.tabular import write_rows
 
 log = logging.getLogger("panda_spark")
 
@@ -39,9 +39,12 @@ def _labels(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="panda-spark", description="Panda-70M video-captioning pipeline on Spark")
+    parser = argparse.ArgumentParser(prog="panda-spark", description="Panda-70M video-captioning pipeline on Spark",
+                                     epilog="panda-spark <stage> --help: what a stage reads and writes, its conf keys "
+                                            "with their defaults, an example")
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>|pipeline|sql|demo")
-    stages = {name: sub.add_parser(name, help=stage.help) for name, stage in STAGES.items()}
+    stages = {name: sub.add_parser(name, help=stage.help, **_stage_help(stage)) for name, stage in STAGES.items()}
     _manifest(stages["ingest"])
     _labels(stages["load-selection-labels"])
     stages["evaluate"].add_argument("--source", default="student", help="student (default), gold, or teacher:<name>")
@@ -66,6 +69,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stage_help(stage: StageDef) -> dict:
+    """`description` and `epilog` of `panda-spark <stage> --help`, from the stage's STAGES entry and
+    the conf defaults of the sections it reads."""
+    def field(label: str, text: str) -> str:
+        return textwrap.fill(text, 100, initial_indent=f"{label:8}", subsequent_indent=" " * 8)
+
+    description = "\n".join([stage.help, "", field("reads:", stage.reads), field("writes:", stage.writes)])
+    conf = [f"  {line}" for key in stage.conf for line in describe_defaults(key)]
+    epilog = "\n".join([
+        *(["conf, with the defaults (change: --set KEY=VALUE or --conf FILE):", *conf, ""] if conf else []),
+        "example:", f"  panda-spark {stage.name} {stage.example}".rstrip()])
+    return {"description": description, "epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def version() -> str:
+    """`panda-spark --version`: this package's version and those of the Spark and Delta it runs on,
+    from the installed packages' metadata (no session)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    import pyspark
+
+    try:
+        delta = installed("delta-spark")
+    except PackageNotFoundError:  # a cluster runtime with Delta built in
+        delta = "built into the runtime"
+    try:
+        own = installed("panda-spark")
+    except PackageNotFoundError:  # run from a source tree
+        own = "(not installed)"
+    return f"panda-spark {own} (pyspark {pyspark.__version__}, delta-spark {delta})"
+
+
 def _stage_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -87,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WriteConflict as exc:
         print(f"panda-spark {args.command}: write conflict: {exc}", file=sys.stderr)
         return 3
+    except SetupError as exc:
+        print(f"panda-spark {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 def console_main() -> None:
@@ -103,11 +142,16 @@ def _configure_logging(quiet: bool) -> None:
 
     `sql` logs warnings only: under spark-submit, Python's stderr is merged into stdout, where
     the query result goes."""
+    for previous in [h for h in log.handlers if h.get_name() == "panda-spark"]:  # main() called again
+        log.removeHandler(previous)
     handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("panda-spark")
     handler.setFormatter(logging.Formatter("%(asctime)s panda-spark %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
+    # MLflow logs its store's schema migrations at INFO on first use of a tracking store.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 # stage → its keyword arguments from the command line
@@ -121,12 +165,9 @@ _OPTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
 
 
 def _stage(cfg: Config, args: argparse.Namespace) -> int:
-    from panda_spark.pipeline import run_stage
-    from panda_spark.runs import new_run_id
-    from panda_spark.spark import get_spark
+    from panda_spark.api import run_stage
 
-    options = _OPTIONS.get(args.command, lambda a: {})(args)
-    print(run_stage(get_spark(cfg), cfg, new_run_id(cfg), args.command, **options).summary())
+    print(run_stage(args.command, cfg, **_OPTIONS.get(args.command, lambda a: {})(args)).summary())
     return 0
 
 
@@ -144,42 +185,9 @@ def _pipeline(cfg: Config, args: argparse.Namespace) -> int:
 
 def _sql(cfg: Config, args: argparse.Namespace) -> int:
     from panda_spark.spark import get_spark
+    from panda_spark.sql_shell import run_sql
 
-    spark = get_spark(cfg)
-    if args.query:
-        _print_query(spark, args.query, args.format, sys.stdout)
-        return 0
-    return sql_shell(spark, sys.stdin, sys.stdout, args.format, prompt=sys.stdin.isatty())
-
-
-def _print_query(spark, query: str, fmt: str, out) -> None:
-    df = spark.sql(query)
-    write_rows(df.columns, [r.asDict(recursive=True) for r in df.collect()], fmt, out)
-
-
-def sql_shell(spark, lines: TextIO, out: TextIO, fmt: str = "table", prompt: bool = True) -> int:
-    """Read statements ending in `;` from `lines` and print each result; a failing statement prints
-    its error and the shell goes on. `exit`, `quit` or end of input ends it; the number of failed
-    statements is the exit status (0: all ran)."""
-    from pyspark.errors import PySparkException
-
-    failed, buffer = 0, []
-    while True:
-        if prompt:
-            out.write("panda-sql> " if not buffer else "        -> ")
-            out.flush()
-        line = lines.readline()
-        if not line or (not buffer and line.strip().rstrip(";") in ("exit", "quit")):
-            return min(failed, 1)
-        buffer.append(line)
-        if not line.rstrip().endswith(";"):
-            continue
-        statement, buffer = "".join(buffer).strip().rstrip(";"), []
-        try:
-            _print_query(spark, statement, fmt, out)
-        except PySparkException as exc:
-            failed += 1
-            out.write(f"error: {str(exc).splitlines()[0]}\n")
+    return run_sql(get_spark(cfg), cfg, args.query, args.format)
 
 
 def _demo(cfg: Config, args: argparse.Namespace) -> int:

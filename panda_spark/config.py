@@ -65,6 +65,11 @@ class PathSettings:
     root: str = ".panda"
     # When non-empty, every manifest path must resolve inside one of these (local dirs or URI prefixes).
     allowed_roots: list[str] = field(default_factory=list)
+    # Per URI scheme, the fsspec filesystem's arguments (the `cloud` extra: s3fs, gcsfs, adlfs), e.g.
+    # {s3: {endpoint_url: "http://minio:9000", key: ..., secret: ...}}; the driver and every task use
+    # them. Credentials left out come from the backend's own chain (AWS_* variables, instance profile,
+    # gcloud, azure identity).
+    storage_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -511,6 +516,8 @@ def _coerce(value: Any, hint: Any, key: str, meta: typing.Mapping) -> Any:
     def fail(expected: str) -> typing.NoReturn:
         raise ConfigError(f"conf key '{key}': expected {expected}, got {value!r}")
 
+    if hint is Any:  # a backend's own argument (storage_options): passed on as written
+        return value
     if origin is Literal:
         if value not in args:
             fail("one of " + ", ".join(repr(a) for a in args))
@@ -596,3 +603,32 @@ def _check_cross_keys(cfg: Config) -> None:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def describe_defaults(key: str) -> list[str]:
+    """`dotted.key = default` lines for a conf section (every key under it, nested sections
+    dotted) or one key, with the choices of a key that has a fixed set: what
+    `panda-spark <stage> --help` lists. KeyError for a key Config does not have."""
+    owner: Any = Config
+    value: Any = Config()
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(value) or part not in {f.name for f in dataclasses.fields(value)}:
+            raise KeyError(f"no conf key {key!r}")
+        owner, value = typing.get_type_hints(type(value))[part], getattr(value, part)
+    if dataclasses.is_dataclass(value):
+        return [line for f in dataclasses.fields(value) for line in describe_defaults(f"{key}.{f.name}")]
+    choices = typing.get_args(owner) if typing.get_origin(owner) is Literal else ()
+    return [f"{key} = {_show(value)}" + (f"  ({' | '.join(choices)})" if choices else "")]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        # list entries are sections of their own (caption.teachers): their names, not every key
+        return "[" + ", ".join(str(getattr(v, dataclasses.fields(v)[0].name)) for v in value) + "]"
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
+    return str(value)

@@ -26,12 +26,44 @@ class MissingField(InputError):
     error_class = "MissingField"
 
 
-class FileNotFound(InputError):
+class FileNotFound(InputError, FileNotFoundError):
     error_class = "FileNotFound"
 
 
 class PathNotAllowed(InputError):
     error_class = "PathNotAllowed"
+
+
+# The store's failures are also the builtin exception a store raises for them, so that a caller that
+# handles that (a missing file: FileNotFoundError) keeps working when storage raises the typed one.
+
+
+class MissingBackend(InputError, ImportError):
+    """The URI's scheme needs an fsspec backend that is not installed (the `cloud` extra)."""
+
+    error_class = "MissingBackend"
+
+
+class UnknownScheme(InputError, ValueError):
+    """No fsspec backend has the URI's scheme."""
+
+    error_class = "UnknownScheme"
+
+
+class AccessDenied(InputError, PermissionError):
+    """The store refused the file (403), or there are no usable credentials for it."""
+
+    error_class = "AccessDenied"
+
+
+class RemoteTimeout(InputError, TimeoutError):
+    error_class = "RemoteTimeout"
+
+
+class StorageFailure(InputError, OSError):
+    """Any other failure of the store for this file (connection refused, 5xx, I/O error)."""
+
+    error_class = "StorageFailure"
 
 
 class DuplicateVideoId(InputError):
@@ -80,3 +112,8 @@ class WriteConflict(RuntimeError):
 
     The message is one line: the table, the conflict and what to do. Work committed in earlier
     waves stays; a plain rerun continues from there."""
+
+
+class SetupError(RuntimeError):
+    """The machine lacks something a job needs before any work starts (Java for Spark); the
+    message says what to install."""

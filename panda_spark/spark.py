@@ -15,24 +15,39 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 
 from panda_spark.config import Config
-from panda_spark.errors import ConfigError
+from panda_spark.errors import ConfigError, SetupError
 
 log = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+JAVA_MIN = 17  # Spark 4
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
+_announced_ui: set[str] = set()
 
 
-def get_spark(cfg: Config) -> SparkSession:
-    spark = _cluster_session(cfg) if cfg.spark.mode == "cluster" else _embedded_session(cfg)
+def get_spark(cfg: Config, session: SparkSession | None = None) -> SparkSession:
+    """The session stages run on, with the conf's schema (embedded: the warehouse's tables and
+    views registered). `session`: use it (a notebook's `spark`) rather than the active or a new one.
+
+    Before an embedded session starts: ConfigError naming `paths.root` where it cannot be
+    written, SetupError where Java is missing or older than 17 (one line each, no JVM trace)."""
+    if cfg.spark.mode == "embedded":
+        check_root(cfg)
+    spark = session or (_cluster_session(cfg) if cfg.spark.mode == "cluster" else _embedded_session(cfg))
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    _announce_ui(spark.sparkContext.uiWebUrl)
     _create_schema(spark, cfg)
     if cfg.spark.mode == "embedded":
         from panda_spark.views import create_views  # views name tables, and tables import this module
@@ -54,6 +69,9 @@ def _embedded_session(cfg: Config) -> SparkSession:
         # Same process, another conf (a test schema, the demo after a stage): table locations
         # come from the conf, so the running session serves it; its static settings stay.
         return active
+    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not launched_by_spark_submit:  # else the JVM runs already
+        check_java()
 
     # Spark otherwise binds the first non-loopback address; a laptop's Wi-Fi address changes.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -76,15 +94,27 @@ def _embedded_session(cfg: Config) -> SparkSession:
         "spark.sql.session.timeZone": "UTC",
         **cfg.spark.conf,
     }
+    if not launched_by_spark_submit:
+        # The driver JVM starts here: our log4j2 file applies from its first line (setLogLevel
+        # comes only after the ~70 INFO lines of a context's startup).
+        java_options = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}"
+        settings["spark.driver.extraJavaOptions"] = (
+            f"{java_options} {settings.get('spark.driver.extraJavaOptions', '')}".strip())
     builder = SparkSession.builder.master(cfg.spark.master).appName(cfg.spark.app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    launched_by_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if not launched_by_spark_submit:
+    jars = [] if launched_by_spark_submit else _cached_delta_jars()
+    if jars:
+        # Ivy does not run at all: no resolution banner on every start.
+        builder = builder.config("spark.jars", ",".join(jars))
+    elif not launched_by_spark_submit:
         # Resolves io.delta:delta-spark matching the installed delta-spark through Spark's Ivy
-        # (fetched once by `make install`, then read from the Ivy cache).
+        # (fetched once by `make install`, then read from the Ivy cache); the jar files it
+        # resolved are recorded, and later starts pass them directly.
         builder = configure_spark_with_delta_pip(builder)
     spark = builder.getOrCreate()
+    if not launched_by_spark_submit and not jars:
+        _record_delta_jars(spark.sparkContext.getConf().get("spark.jars") or "")
     if launched_by_spark_submit and not _has_delta(spark):
         spark.stop()
         raise ConfigError(
@@ -95,11 +125,74 @@ def _embedded_session(cfg: Config) -> SparkSession:
     return spark
 
 
+def check_root(cfg: Config) -> None:
+    """ConfigError naming `paths.root` unless a file can be created in it (made if missing)."""
+    try:
+        cfg.root.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=cfg.root).close()
+    except OSError as exc:
+        raise ConfigError(f"conf key 'paths.root': expected a writable directory, got {cfg.paths.root} "
+                          f"({exc.strerror or type(exc).__name__})") from None
+
+
+def check_java() -> None:
+    """SetupError unless the java Spark launches ($JAVA_HOME/bin/java, else java on PATH, as
+    spark-class picks it) is there and reports version 17 or later."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    install = f"install a JDK {JAVA_MIN}+, e.g. apt-get install openjdk-{JAVA_MIN}-jdk-headless"
+    if not java or not os.access(java, os.X_OK):
+        where = f"JAVA_HOME={home} has no bin/java" if home else "JAVA_HOME unset and no java on PATH"
+        raise SetupError(f"Java {JAVA_MIN}+ is required by Spark and was not found ({where}): {install}")
+    try:
+        banner = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return  # a java that does not answer: Spark's own error says more
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', banner)
+    if match:
+        major = int(match.group(2) or 0) if match.group(1) == "1" else int(match.group(1))  # "1.8.0" is Java 8
+        if major < JAVA_MIN:
+            raise SetupError(f"Java {JAVA_MIN}+ is required by Spark, found Java {major} ({java}): {install}")
+
+
 def delta_package() -> str:
     """The Maven coordinate of the Delta jars matching the installed delta-spark."""
     from importlib.metadata import version
 
     return f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+
+
+def _jar_record() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "panda-spark" / f"{delta_package().replace(':', '_')}.jars"
+
+
+def _cached_delta_jars() -> list[str]:
+    """The local Delta jar files an earlier Ivy resolution of :func:`delta_package` recorded; none
+    where there is no record or a recorded file is gone (Ivy then resolves them again)."""
+    try:
+        jars = _jar_record().read_text().split()
+    except OSError:
+        return []
+    return jars if jars and all(Path(jar.removeprefix("file:")).is_file() for jar in jars) else []
+
+
+def _record_delta_jars(spark_jars: str) -> None:
+    jars = [jar for jar in spark_jars.split(",") if jar.startswith("file:") and jar.endswith(".jar")]
+    if not any("delta-spark" in jar for jar in jars):
+        return
+    try:
+        _jar_record().parent.mkdir(parents=True, exist_ok=True)
+        _jar_record().write_text("\n".join(jars) + "\n")
+    except OSError as exc:  # a read-only home: Ivy resolves on each start, as before
+        log.debug("cannot record the Delta jars: %s", exc)
+
+
+def _announce_ui(url: str | None) -> None:
+    """Log the Spark UI address once per process (get_spark runs once per stage of a pipeline)."""
+    if url and url not in _announced_ui:
+        _announced_ui.add(url)
+        log.info("Spark UI: %s", url)
 
 
 def _has_delta(spark: SparkSession) -> bool:

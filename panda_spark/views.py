@@ -7,7 +7,8 @@ it registers the tables.
 
 - `clip_captions`: every clip with its selected caption and its source video's metadata.
 - `teacher_win_rates`: how often each teacher's caption was selected, overall (`scope = 'all'`)
-  and per category (`scope = 'category'`) when the manifest had a `category` column.
+  and per category (`scope = 'category'`) when the manifest had a `category` column. Every teacher
+  with candidates (in that scope) has a row, one that never won with `wins = 0`.
 - `clip_length_distribution`: clips per length bucket of one second (the last bucket: ≥ 60 s).
 - `clips_per_video`: clips, captioned clips, good matches and covered seconds per source video.
 - `matching_score_distribution`: selected captions per matching-score bucket of 0.05.
@@ -15,6 +16,11 @@ it registers the tables.
   have no selected caption at all.
 - `errors_by_stage`: current errors per stage and class, with the newest example.
 - `last_pipeline_run`: the `stage_runs` rows of the newest `panda-spark pipeline` run.
+
+The bucket views carry their bucket's lower bound (`length_s`, `bucket_start`) to sort by, and are
+ordered by it (teacher_win_rates by scope, category and wins). SQL does not promise that a query
+over a view keeps the view's order (a filter, join or aggregate over it may not): order by those
+columns in the query, as the notebooks do.
 """
 from __future__ import annotations
 
@@ -34,24 +40,23 @@ VIEWS: dict[str, tuple[tuple[str, ...], str]] = {  # name → (tables it reads, 
                k.start_timecode, k.end_timecode, c.caption, c.teacher, c.matching_score, c.good_match,
                v.title, v.url, v.extra['category'] AS category, v.duration_s AS video_duration_s
         FROM {clips} k LEFT JOIN {captions} c ON c.clip_id = k.clip_id LEFT JOIN {videos} v ON k.video_id = v.video_id"""),
-    "teacher_win_rates": (("captions", "clips", "videos"), """
-        WITH selected AS (
-            SELECT c.teacher, v.extra['category'] AS category
-            FROM {captions} c JOIN {clips} k ON c.clip_id = k.clip_id LEFT JOIN {videos} v ON k.video_id = v.video_id
-            WHERE c.teacher IS NOT NULL),
+    "teacher_win_rates": (("candidate_captions", "captions", "clips", "videos"), """
+        WITH picks AS (  -- every teacher that had a candidate for a clip (won: false), plus the selected ones
+            SELECT p.teacher, p.won, v.extra['category'] AS category
+            FROM (SELECT DISTINCT clip_id, teacher, false AS won FROM {candidate_captions}
+                  UNION ALL SELECT clip_id, teacher, true FROM {captions} WHERE teacher IS NOT NULL) p
+            JOIN {clips} k ON p.clip_id = k.clip_id LEFT JOIN {videos} v ON k.video_id = v.video_id),
         wins AS (
-            SELECT 'all' AS scope, CAST(NULL AS STRING) AS category, teacher, count(*) AS wins
-            FROM selected GROUP BY teacher
-            UNION ALL
-            SELECT 'category', category, teacher, count(*) FROM selected WHERE category IS NOT NULL
-            GROUP BY category, teacher)
+            SELECT if(grouping(category) = 1, 'all', 'category') AS scope, category, teacher, count_if(won) AS wins
+            FROM picks GROUP BY GROUPING SETS ((teacher), (category, teacher)))
         SELECT scope, category, teacher, wins, sum(wins) OVER (PARTITION BY scope, category) AS clips,
-               round(wins / sum(wins) OVER (PARTITION BY scope, category), 4) AS win_rate
-        FROM wins"""),
+               round(coalesce(wins / nullif(sum(wins) OVER (PARTITION BY scope, category), 0), 0), 4) AS win_rate
+        FROM wins WHERE scope = 'all' OR category IS NOT NULL
+        ORDER BY scope, category, wins DESC, teacher"""),
     "clip_length_distribution": (("clips",), """
         SELECT least(floor(end_s - start_s), 60) AS length_s, count(*) AS clips,
                round(count(*) / sum(count(*)) OVER (), 4) AS fraction
-        FROM {clips} GROUP BY 1"""),
+        FROM {clips} GROUP BY 1 ORDER BY length_s"""),
     "clips_per_video": (("clips", "captions", "videos"), """
         SELECT k.video_id, first(v.title) AS title, first(v.extra['category']) AS category,
                first(v.duration_s) AS video_duration_s, count(*) AS clips, count(c.clip_id) AS captioned_clips,
@@ -65,7 +70,7 @@ VIEWS: dict[str, tuple[tuple[str, ...], str]] = {  # name → (tables it reads, 
                count(*) AS clips, sum(CAST(good_match AS INT)) AS good_matches,
                round(count(*) / sum(count(*)) OVER (), 4) AS fraction
         FROM {captions} WHERE matching_score IS NOT NULL
-        GROUP BY 1, 2"""),
+        GROUP BY 1, 2 ORDER BY bucket_start"""),
     "clips_without_good_match": (("captions", "clips"), """
         SELECT k.clip_id, k.video_id, k.start_s, k.end_s, c.caption, c.teacher, c.matching_score, c.scorer_version,
                CASE WHEN c.clip_id IS NULL THEN 'not selected' ELSE 'below threshold' END AS reason

@@ -14,6 +14,7 @@ from panda_spark.demo.synthetic import render_demo_sources, write_manifest
 from panda_spark.ingest import stage
 from panda_spark.spark import delta_package, get_spark
 from tests.conftest import REPO, overrides_for
+from tests.processes import stop_process_group
 
 BIN = Path(sys.executable).parent
 
@@ -29,11 +30,23 @@ def ingested_schema(spark, state_root, tmp_path_factory):
     return overrides_for(state_root, "cli_e2e")
 
 
+def _finish(cmd, cwd, timeout_s: float, env=None) -> tuple[int, str, str]:
+    """Run `cmd` in its own process group: (exit status, stdout, stderr); the group (its JVM too)
+    is stopped however the wait ends."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        stop_process_group(proc)
+    return proc.returncode, out, err
+
+
 def _run(cmd, tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    status, out, err = _finish(cmd, tmp_path, 300, env)
+    assert status == 0, err[-3000:]
+    return out
 
 
 def _set_flags(overrides):
@@ -75,18 +88,19 @@ def test_every_job_is_a_cli_command_and_every_stage_has_a_job():
 
 
 def test_sql_shell_runs_statements_until_exit_and_survives_a_bad_one(ingested_schema, spark):
-    from panda_spark.cli import sql_shell
+    from panda_spark.config import load_config
+    from panda_spark.sql_shell import sql_shell
 
     statements = io.StringIO("SELECT count(*) AS n\nFROM cli_e2e.videos;\nSELECT no_such_column FROM cli_e2e.videos;\n"
                              "SELECT video_id FROM cli_e2e.videos WHERE video_id LIKE '-%';\nexit\nSELECT 1;\n")
     out = io.StringIO()
-    assert sql_shell(spark, statements, out, fmt="csv", prompt=False) == 1  # one statement failed
+    cfg = load_config(None, ingested_schema)
+    assert sql_shell(spark, cfg, out, fmt="csv", lines=statements) == 1  # one statement failed
     lines = out.getvalue().splitlines()
     assert lines[:2] == ["n", "3"] and lines[2].startswith("error: [UNRESOLVED_COLUMN")
     assert lines[3:] == ["video_id", "-demo_dash"]  # nothing after exit ran
 
 
 def test_console_script_exits_with_the_commands_status(tmp_path):
-    done = subprocess.run([str(BIN / "panda-spark"), "pipeline", "--stages", "bogus"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "unknown stage 'bogus'" in done.stderr
+    status, _, err = _finish([str(BIN / "panda-spark"), "pipeline", "--stages", "bogus"], tmp_path, 120)
+    assert status == 2 and "unknown stage 'bogus'" in err

@@ -29,6 +29,7 @@ from panda_spark.spark import get_spark, register_warehouse_tables, schema_dir
 from panda_spark.split import stage as split
 from panda_spark.tables import CLIP_TABLES, TABLES, Lakehouse, delta_conflict
 from tests.conftest import REPO, overrides_for
+from tests.processes import stop_process_group
 
 # Columns that say when or by which run a row was written, not what it holds (row_hash covers
 # selected_at, which must change for a clip selected again).
@@ -143,7 +144,7 @@ def test_split_killed_with_sigkill_after_the_clips_commit_reruns_to_the_uninterr
     try:
         proc.communicate(timeout=600)
     finally:
-        _kill_group(proc)
+        stop_process_group(proc)
     assert proc.returncode == -signal.SIGKILL
     lake = Lakehouse(get_spark(cfg), cfg, "after-kill")
     register_warehouse_tables(lake.spark, cfg)
@@ -151,19 +152,6 @@ def test_split_killed_with_sigkill_after_the_clips_commit_reruns_to_the_uninterr
     assert lake.visible_clips().count() == 0
     assert split.run(lake.spark, cfg, "rerun").counts["videos"] == 2
     assert snapshot(lake) == reference
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop the child and its JVM: SIGTERM to its process group, SIGKILL after a short grace."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _seed_downstream(lake: Lakehouse) -> list[str]:

@@ -34,7 +34,9 @@ def piped(spark, state_root, tmp_path_factory):
                  f"models.cache_dir={state_root / 'models'}", "run.id=pipeline-run-1"]
     cfg = load_config(None, overrides)
     first = run_pipeline(get_spark(cfg), cfg, "pipeline-run-1", STAGES, manifest=str(manifest))
-    return cfg, Lakehouse(spark, cfg, "check"), first, manifest, overrides
+    # the newest run as the first one left it (other tests run the pipeline again)
+    last = {r.stage for r in spark.sql("SELECT stage FROM pipeline_e2e.last_pipeline_run").collect()}
+    return cfg, Lakehouse(spark, cfg, "check"), first, manifest, last
 
 
 def test_stages_run_in_order_and_report_rows_in_out_errored(piped):
@@ -58,7 +60,7 @@ def test_stages_run_in_order_and_report_rows_in_out_errored(piped):
 def test_one_run_id_in_the_tables_stage_runs_and_mlflow(piped):
     from panda_spark.tracking import start_experiment
 
-    cfg, lake, first, _, _ = piped
+    cfg, lake, first, _, last = piped
     start_experiment(cfg)  # this module's MLflow store
     for table in ("videos", "clips", "candidate_captions", "captions"):
         assert {r.run_id for r in lake.read(table).select("run_id").distinct().collect()} == {"pipeline-run-1"}, table
@@ -66,32 +68,38 @@ def test_one_run_id_in_the_tables_stage_runs_and_mlflow(piped):
     assert {s: (r.status, r.rows_in, r.rows_out, r.errored) for s, r in rows.items()} == {
         o.stage: ("ok", o.rows_in, o.rows_out, o.errored) for o in first.outcomes}
     assert rows["split"].counts["clips"] == rows["split"].rows_out and rows["ingest"].finished_at > rows["ingest"].started_at
-    last = lake.spark.sql("SELECT stage FROM pipeline_e2e.last_pipeline_run").collect()
-    assert {r.stage for r in last} == set(STAGES)
-    (run,) = mlflow.search_runs(filter_string="tags.`panda.stage` = 'pipeline'", output_format="list")
-    assert run.data.tags["panda.run_id"] == "pipeline-run-1" and run.info.status == "FINISHED"
+    assert last == set(STAGES)
+    (run,) = mlflow.search_runs(filter_string="tags.`panda.stage` = 'pipeline' and tags.`panda.run_id` = "
+                                              "'pipeline-run-1'", output_format="list")
+    assert run.info.status == "FINISHED"
     assert run.data.params["stages"] == ",".join(STAGES)
-    assert run.data.metrics["split.rows_out"] == rows["split"].rows_out
-    assert run.data.metrics["ingest.errored"] == 2
+    # one table of stage figures and a seconds metric per stage, not a one-point chart per stage and figure
+    assert set(run.data.metrics) == {f"{s.replace('-', '_')}_seconds" for s in STAGES} | {"errored", "seconds"}
+    assert run.data.metrics["errored"] == sum(o.errored for o in first.outcomes) >= 2
+    table = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/stage_metrics.json"))
+    figures = {f["stage"]: f for f in (dict(zip(table["columns"], r)) for r in table["data"])}
+    assert list(figures) == STAGES and figures["split"]["rows_out"] == rows["split"].rows_out
+    assert figures["ingest"]["errored"] == 2
 
 
 def test_a_rerun_takes_up_nothing_new(piped):
     from panda_spark.pipeline import run_pipeline
 
     cfg, lake, first, manifest, _ = piped
+    runs_before = lake.read("stage_runs").count()
     again = run_pipeline(lake.spark, cfg, "pipeline-run-2", STAGES, manifest=str(manifest))
     assert again.ok
     assert {o.stage: o.rows_out for o in again.outcomes} == {
         "ingest": 0, "split": 0, "caption": 0, "select": 0, "create-views": 8}
     assert lake.read("clips").count() == dict((o.stage, o.rows_out) for o in first.outcomes)["split"]
-    assert lake.read("stage_runs").count() == 2 * len(STAGES)
+    assert lake.read("stage_runs").count() == runs_before + len(STAGES)
 
 
 def test_a_failing_stage_stops_the_run_and_is_recorded(piped):
     from panda_spark.pipeline import run_pipeline
     from panda_spark.tracking import start_experiment
 
-    cfg, lake, _, _, overrides = piped
+    cfg, lake, _, _, _ = piped
     # no student is registered in this store: evaluate --source student cannot run
     failed = run_pipeline(lake.spark, cfg, "pipeline-run-3", ["ingest", "evaluate", "create-views"])
     assert not failed.ok
@@ -110,8 +118,9 @@ def test_stage_runs_nest_under_the_open_pipeline_run(piped):
     from panda_spark.tracking import run_tags, start_experiment
 
     cfg = piped[0]
+    experiment = start_experiment(cfg)  # first: the client takes the store set when it is made
     client = mlflow.MlflowClient()
-    parent = client.create_run(start_experiment(cfg), tags={"panda.run_id": "nest-1", "panda.stage": "pipeline"})
+    parent = client.create_run(experiment, tags={"panda.run_id": "nest-1", "panda.stage": "pipeline"})
     assert run_tags("nest-1", "evaluate")["mlflow.parentRunId"] == parent.info.run_id
     client.set_terminated(parent.info.run_id)
     assert "mlflow.parentRunId" not in run_tags("nest-1", "evaluate")  # a finished run adopts no more

@@ -43,3 +43,8 @@ def test_stat_and_hash(tmp_path):
         stat_file(str(tmp_path / "nope.mp4"))
     with pytest.raises(FileNotFound, match="not a regular file"):
         stat_file(str(tmp_path))
+
+
+def test_dbfs_uris_are_read_through_the_fuse_mount():
+    assert resolve_path("dbfs:/mnt/raw/a.mp4", "/ignored") == "/dbfs/mnt/raw/a.mp4"
+    assert resolve_path("dbfs:///mnt/raw/../b.mp4", "/ignored") == "/dbfs/mnt/b.mp4"

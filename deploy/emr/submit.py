@@ -43,7 +43,7 @@ GLUE_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClien
 # EMR 7.x (Amazon Linux 2023, cgroup v2): YARN's GPU isolation needs cgroup v1's devices controller,
 # which bootstrap.sh mounts here (AWS's Spark-RAPIDS page for 7.x).
 CGROUP_ROOT = "/spark-rapids-cgroup"
-RELEASE_LABEL = "emr-7.11.0"
+RELEASE_LABEL = "emr-7.11.0"  # Spark 3.5, Delta 3.3: no EMR release ships Spark 4 (README: a known gap)
 GPU_NODES = 4  # g5 nodes have one GPU each: emr.yaml's student.num_processes needs four task slots
 VENV_PACK = "venv-pack==0.2.0"
 GLUE_DATABASE = re.compile(r"[a-z0-9_]{1,255}")
@@ -122,12 +122,33 @@ def gpu_settings(cfg: Config, gpu_executors: int) -> dict[str, str]:
     return settings
 
 
-def build_steps(cfg: Config, conf_name: str, s3_prefix: str, stages: tuple[str, ...] = PIPELINE_STAGES, *,
+def pipeline_stages(cfg: Config, manifest: str | None = None, labels: str | None = None) -> dict[str, str]:
+    """The stages of PIPELINE_STAGES `steps` leaves out for want of input, with the reason, as
+    `panda-spark pipeline` skips them: ingest without a manifest (--manifest or ingest.manifest),
+    load-selection-labels without a labels file (--labels or select.labels) and, with it,
+    finetune-retrieval. The local pipeline runs finetune-retrieval whenever `selection_labels` has
+    rows; a step list is made before the run and cannot look, and a fine-tuning step on an empty
+    table would fail and cancel the steps after it. Name it in --stages to fine-tune on labels
+    loaded earlier."""
+    skipped = {}
+    if not (manifest or cfg.ingest.manifest):
+        skipped["ingest"] = "no --manifest or ingest.manifest"
+    if not (labels or cfg.select.labels):
+        skipped["load-selection-labels"] = skipped["finetune-retrieval"] = "no --labels or select.labels"
+    return skipped
+
+
+def build_steps(cfg: Config, conf_name: str, s3_prefix: str, stages: tuple[str, ...] | None = None, *,
                 overrides: tuple[str, ...] = (), manifest: str | None = None, labels: str | None = None,
                 gpu_executors: int = GPU_NODES) -> list[dict]:
     """One command-runner step per stage: spark-submit in cluster mode of jobs/<stage>.py, the packed
     environment as Python, Delta from the image, the Glue metastore, GPU scheduling on GPU stages.
-    `cfg` is the conf `conf_name` loaded with `overrides`, which the steps pass on with --set."""
+    `cfg` is the conf `conf_name` loaded with `overrides`, which the steps pass on with --set.
+    `stages` None: the pipeline's stages less those pipeline_stages leaves out; a stage named in
+    `stages` that lacks its input is refused."""
+    if stages is None:
+        skipped = pipeline_stages(cfg, manifest, labels)
+        stages = tuple(s for s in PIPELINE_STAGES if s not in skipped)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         raise DeployError(f"--stages: unknown stage {unknown[0] if unknown else '(none)'!r} "
@@ -247,7 +268,7 @@ def cluster_command(request: dict) -> tuple[list[str], dict[str, object]]:
 
 def pack_commands(python: str = "python3.11", out: str = ENV_ARCHIVE, env_dir: str = f"{BUILD}/env",
                   wheel_dir: str = f"{BUILD}/wheels") -> list[list[str]]:
-    """Build the wheel, install it with the ml extra into a fresh venv under the pins, and venv-pack it."""
+    """Build the wheel, install it with the ml and cloud extras into a fresh venv under the pins, and venv-pack it."""
     pip = [f"{env_dir}/bin/python", "-m", "pip"]
     return [
         ["rm", "-rf", wheel_dir],
@@ -256,7 +277,7 @@ def pack_commands(python: str = "python3.11", out: str = ENV_ARCHIVE, env_dir: s
         [*pip, "wheel", "--no-deps", "-w", wheel_dir, "."],
         # ours from the local wheel only, so a same-named project on PyPI never stands in for it
         [*pip, "install", "--no-deps", "--no-index", "--find-links", wheel_dir, "panda-spark"],
-        [*pip, "install", "-c", "constraints.txt", "--find-links", wheel_dir, "panda-spark[ml]"],
+        [*pip, "install", "-c", "constraints.txt", "--find-links", wheel_dir, "panda-spark[ml,cloud]"],
         [*pip, "install", "-c", "constraints.txt", "--no-deps", "scenedetect", "petastorm"],  # see the Makefile
         [*pip, "install", VENV_PACK],
         [f"{env_dir}/bin/venv-pack", "-p", env_dir, "-o", _plain("--out", out), "--force"],
@@ -316,8 +337,9 @@ def parser() -> argparse.ArgumentParser:
     cluster.add_argument("--log-uri", help="s3:// prefix for the cluster's and steps' logs")
     steps = sub.add_parser("steps", parents=[base, conf], help="aws emr add-steps: one spark-submit step per stage")
     steps.add_argument("--cluster-id", required=True, help="j-...")
-    steps.add_argument("--stages", default=",".join(PIPELINE_STAGES), help=(
-        "comma-separated (default: the pipeline; run only when named: "
+    steps.add_argument("--stages", help=(
+        "comma-separated (default: the pipeline, less ingest without a manifest and load-selection-labels "
+        "and finetune-retrieval without labels; run only when named: "
         f"{', '.join(s for s in STAGES if s not in PIPELINE_STAGES)})"))
     steps.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                        help="conf override passed to every step (repeatable)")
@@ -354,7 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             if not CLUSTER_ID.fullmatch(args.cluster_id):
                 raise DeployError(f"--cluster-id {args.cluster_id!r}: expected an EMR cluster id, e.g. j-2AXXXXXXGAPLF")
             cfg = load_config(args.conf, args.overrides)
-            stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+            if args.stages is None:
+                stages = None
+                for stage, reason in pipeline_stages(cfg, args.manifest, args.labels).items():
+                    print(f"submit.py steps: no {stage} step ({reason})", file=sys.stderr)
+            else:
+                stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
             path = f"{BUILD}/steps.json"
             files = {path: build_steps(cfg, Path(args.conf).name, args.s3_prefix, stages,
                                        overrides=tuple(args.overrides), manifest=args.manifest, labels=args.labels,

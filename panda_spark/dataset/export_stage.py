@@ -173,6 +173,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     lake = Lakehouse(spark, cfg, run_id)
     root = export_root(cfg)
     spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"export to {root}")
+    storage.use_options(cfg.paths.storage_options)
     for name in writers.list_names(root):  # staging left by a killed run
         if name.startswith(".staging-"):
             storage.remove_tree(f"{root}/{name}")
@@ -246,7 +247,8 @@ def _plan(state: _Run) -> tuple[DataFrame, dict, dict]:
         failed = plan.filter((F.col("output") == "webdataset") & (F.col("state") == FAILED)).select("video_id")
         probed = (current_videos(lake, cfg).join(failed, "video_id", "left_semi").select("video_id", "path", "clips")
                   .repartition(spark.sparkContext.defaultParallelism)
-                  .mapInPandas(writers.probe_media, writers.PROBE_SCHEMA).filter("ok")
+                  .mapInPandas(storage.in_tasks(writers.probe_media, cfg.paths.storage_options),
+                               writers.PROBE_SCHEMA).filter("ok")
                   .select("video_id", F.lit("webdataset").alias("output"), F.lit(True).alias("fixed")))
         retry = F.when(F.col("fixed") & (F.col("state") == FAILED), F.lit(RETRY)).otherwise(F.col("state"))
         plan = plan.join(probed, ["video_id", "output"], "left").withColumn("state", retry).drop("fixed") \
@@ -351,7 +353,8 @@ def _affected(state: _Run, files: dict) -> tuple[list, dict]:
     if unlisted:
         state.spark.sparkContext.setJobDescription("export: hash the files the manifest lacks")
         paths = [f"{state.root}/{name}" for name, _, _ in unlisted]
-        digests = state.spark.sparkContext.parallelize(paths, min(len(paths), 256)).map(_digest).collect()
+        digest = storage.in_tasks(_digest, state.cfg.paths.storage_options)
+        digests = state.spark.sparkContext.parallelize(paths, min(len(paths), 256)).map(digest).collect()
         for (name, rows, clips), (sha, nbytes) in zip(unlisted, digests):
             state.manifest[name] = {"path": name, "rows": rows, "clips": clips, "bytes": nbytes, "sha256": sha}
     waves = []  # chunks of `size` files, CSVs first; a wave's files grouped by output
@@ -402,8 +405,9 @@ def _write_wave(state: _Run, plan: DataFrame, full: DataFrame, wave: list, k: in
             written, writer = rows.select("file", "video_id", "url", "clips"), writers.write_csv_parts
         else:
             written, writer = rows.select("file", "video_id", "path", "url", "clips"), writers.write_shards
+        write = storage.in_tasks(partial(writer, out_dir=staged_dir), state.cfg.paths.storage_options)
         parts.append(written.repartition(len(indexes), "file").sortWithinPartitions("file", "video_id")
-                     .mapInPandas(partial(writer, out_dir=staged_dir), writers.STATUS_SCHEMA)
+                     .mapInPandas(write, writers.STATUS_SCHEMA)
                      .withColumn("output", F.lit(out.name)))
         hashes.append(rows.select("video_id", F.lit(out.name).alias("output"), F.col(
             "csv_hash" if out.name == "csv" else "wds_hash").alias("content_hash")))

@@ -99,10 +99,13 @@ def input_snapshot(row: dict) -> str:
 
 
 def ingest_row(row: dict, options: IngestOptions) -> IngestResult:
-    """Probe one manifest row; never raises for bad input (returns status `error`)."""
+    """Probe one manifest row; never raises for bad input (returns status `error`), nor for a store
+    that fails on this row's files (no backend, no credentials, 403, 404, timeout: see
+    :func:`panda_spark.storage.failure`)."""
     key = row_key(row)
     try:
-        return _ingest(row, key, options)
+        with storage.failures(_text(row.get("path")) or ""):
+            return _ingest(row, key, options)
     except InputError as exc:
         return IngestResult("error", key, video_id=_text(row.get("video_id")), error_class=exc.error_class,
                             message=exc.message, input_snapshot=input_snapshot(row))

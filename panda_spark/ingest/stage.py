@@ -8,6 +8,7 @@ probed again. Counts: ingested (new), updated, unchanged, errored.
 """
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 from functools import partial
@@ -21,8 +22,10 @@ from panda_spark.errors import ConfigError
 from panda_spark.ingest.core import MANIFEST_FIELDS, RESULT_SCHEMA, IngestOptions, ingest_batch
 from panda_spark.runs import StageReport
 from panda_spark.tables import Lakehouse
+from panda_spark.waves import Progress, task_progress
 
 STAGE = "ingest"
+log = logging.getLogger(__name__)
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
@@ -33,6 +36,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, manifest: str | None = No
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
     spark.sparkContext.setJobGroup(f"panda-{STAGE}", f"ingest {manifest}")
+    storage.use_options(cfg.paths.storage_options)
 
     rows = read_manifest(spark, manifest, cfg.ingest.manifest_format)
     rows, duplicates = split_duplicate_ids(rows)
@@ -41,12 +45,22 @@ def run(spark: SparkSession, cfg: Config, run_id: str, manifest: str | None = No
     partitions = cfg.ingest.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.ingest.batch_rows))
     options = IngestOptions(tuple(cfg.paths.allowed_roots), cfg.ingest.max_subtitle_bytes)
-    results = rows.repartition(partitions).mapInPandas(partial(ingest_batch, options=options), RESULT_SCHEMA)
+    probe = storage.in_tasks(partial(ingest_batch, options=options), cfg.paths.storage_options)
+    results = rows.repartition(partitions).mapInPandas(probe, RESULT_SCHEMA)
 
     spark.sparkContext.setJobDescription("ingest: probe videos")
+    # Rows probed ~ the probe's tasks done (each task holds about 1/partitions of the rows).
+    progress = Progress(STAGE, "videos", rows.count(), waves=0)
+    log.info("%s: %d videos to probe in %d task(s)", STAGE, progress.total, partitions)
+
+    def probing(tasks_done: int, tasks: int) -> None:
+        progress.running(0, tasks_done, tasks, done=progress.total * tasks_done // tasks)
+
     # Materialise once, cut from its lineage: a plain cache would be invalidated (and the videos
     # probed again, against the new `videos`) as soon as the MERGE below changes that table.
-    results = results.localCheckpoint(eager=True)
+    with task_progress(spark.sparkContext, probing):
+        results = results.localCheckpoint(eager=True)
+    progress.advance(0, progress.total - progress.done)
     by_status = dict(results.groupBy("status").count().collect())
     merged = lake.merge("videos", _as_videos(results.filter("status = 'ingested'")))
     errors = results.filter("status = 'error'").unionByName(duplicates, allowMissingColumns=True)

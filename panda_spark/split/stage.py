@@ -152,6 +152,7 @@ def _materialize(path: str, clips: list[dict], clip_store: str) -> None:
 def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     report = StageReport(STAGE, run_id)
     lake = Lakehouse(spark, cfg, run_id)
+    storage.use_options(cfg.paths.storage_options)
     params = split_params(cfg.split)
     embedder = EmbedderSpec.from_config(cfg)
     params_hash = params.hash(embedder_version(embedder))
@@ -165,8 +166,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     skipped = videos.join(done, ["video_id", "content_hash"], "left_semi").count()
     partitions = cfg.split.partitions or spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")  # one video per batch
-    split = partial(split_batch, embedder=embedder, params=params,
-                    clip_store=cfg.clip_store_dir if params.materialize_clips else None)
+    split = storage.in_tasks(partial(split_batch, embedder=embedder, params=params,
+                                     clip_store=cfg.clip_store_dir if params.materialize_clips else None),
+                             cfg.paths.storage_options)
     totals = dict.fromkeys(("videos", "rows_in", *_PRODUCED, "no_clips", "errored"), 0)
     for wave in waves(todo, "video_id", cfg.split.wave_videos, STAGE, "videos"):
         spark.sparkContext.setJobDescription(f"split: wave {wave.index + 1}: decode, detect, stitch")

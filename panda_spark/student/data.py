@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -30,6 +31,14 @@ import pandas as pd
 
 from panda_spark.text.clip_text import clip_subtitles, truncate
 from panda_spark.video.frames import uniform_frames
+
+# petastorm 0.12 uses pyarrow's legacy filesystems and ParquetDataset API (deprecated since pyarrow
+# 2 and 5): a FutureWarning per use, in the driver and in every training process and reader. This
+# module is imported before petastorm in both (the driver's stage, a training process unpickling
+# its loaders).
+warnings.filterwarnings(
+    "ignore", r"(pyarrow\.(LocalFileSystem|localfs)|'ParquetDataset\.\w+' attribute|ParquetDatasetPiece) is deprecated"
+    r"|Passing 'use_legacy_dataset=True'|Specifying the 'metadata_nthreads' argument", FutureWarning, r"petastorm\.")
 
 TOKEN_COLUMNS = ("caption", "metadata", "subtitles")
 NUMERIC_COLUMNS = ("frame_features", *[f"{c}_{k}" for c in TOKEN_COLUMNS for k in ("ids", "mask")])

@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import contextlib
 import logging
+import sys
 from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
@@ -37,6 +39,19 @@ from panda_spark.waves import waves
 from panda_spark.tiny_models import resolve_model
 
 log = logging.getLogger(__name__)
+
+
+class _ExpectedPetastormNotices(logging.Filter):
+    """petastorm's converter warns, on every run, of what this stage does on purpose: float64
+    columns cast to float32 (the model's dtype) and small Parquet files (one per process at least)."""
+
+    EXPECTED = ("Converting floating-point columns to ", "The median size ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.EXPECTED)
+
+
+_PETASTORM_NOTICES = _ExpectedPetastormNotices()
 STAGE = "train-student"
 FEATURES_VERSION = "student-rows-2"  # 2: fields as the released prompt's lines, left-cut
 
@@ -95,6 +110,7 @@ def student_config(cfg: Config, vision_dim: int) -> StudentConfig:
 def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     import mlflow
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
+    logging.getLogger("petastorm.spark.spark_dataset_converter").addFilter(_PETASTORM_NOTICES)
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from panda_spark.student.infer import ARTIFACT, StudentModel, signature
@@ -154,8 +170,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
                    mlflow_run_id=run.info.run_id, checkpoint_dir=checkpoints, output_dir=f"{checkpoints}/{ARTIFACT}",
                    max_new_tokens=s.max_new_tokens, decoding=Decoding.of(s))
     spark.sparkContext.setJobDescription(f"train-student: TorchDistributor x{s.num_processes}")
-    result = TorchDistributor(num_processes=s.num_processes, local_mode=s.local_mode,
-                              use_gpu=s.use_gpu).run(train_fn, job)
+    # Local mode copies the training processes' output onto the driver's stdout: stderr, with the
+    # other logs, so that stdout holds the stage summary only.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = TorchDistributor(num_processes=s.num_processes, local_mode=s.local_mode,
+                                  use_gpu=s.use_gpu).run(train_fn, job)
     with mlflow.start_run(run_id=run.info.run_id):
         example = _example(lake, eval_rows["clip_id"].iloc[0], s.num_frames)
         version = log_registered_pyfunc("student", StudentModel(), {ARTIFACT: job.output_dir}, signature(),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,6 @@ def train_fn(job: TrainJob) -> dict:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    warnings.filterwarnings("ignore", category=FutureWarning)  # petastorm on pyarrow 14
     backend = "nccl" if job.use_gpu else "gloo"
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()

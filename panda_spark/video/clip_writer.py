@@ -65,9 +65,7 @@ def write_clips(source: str | BinaryIO, ranges: dict[str, tuple[int, int]], out_
 def _publish(local: str, target: str) -> None:
     """Move the finished file to the clip store (a local or mounted path, or an fsspec URI)."""
     if storage.is_uri(target):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(target)
+        fs, path = storage.filesystem(target)
         fs.put_file(local, path)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -144,6 +144,7 @@ def decode_failure(exc: Exception) -> tuple[str, str]:
     """(error_class, message) for the errors table when a video that probed fine at ingest fails
     to open or decode later (split, export)."""
     from panda_spark.errors import CorruptVideo, FileNotFound, InputError
+    from panda_spark.storage import failure
 
     if isinstance(exc, InputError):
         return exc.error_class, exc.message
@@ -151,4 +152,7 @@ def decode_failure(exc: Exception) -> tuple[str, str]:
         return FileNotFound.error_class, f"video file is gone since ingest: {exc}"
     if isinstance(exc, av.FFmpegError):
         return CorruptVideo.error_class, f"decoding failed (changed since ingest?): {exc}"
+    stored = failure(exc)  # a remote store failing mid-read: AccessDenied, RemoteTimeout, ...
+    if stored is not None:
+        return stored.error_class, stored.message
     return type(exc).__name__, str(exc)[:2000]

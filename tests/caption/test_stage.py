@@ -13,11 +13,11 @@ from tests.conftest import overrides_for
 TEACHERS = [t.name for t in load_config(None).caption.teachers]
 
 
-@pytest.fixture(scope="module")
-def captioned(spark, state_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("caption_sources")
+def _caption_all_but_the_last_teacher(state_root, tmp_path_factory, schema: str):
+    """Two demo videos ingested and split into `schema`, captioned by every teacher but the last."""
+    out = tmp_path_factory.mktemp(schema)
     videos = render_demo_sources(out)[1:]  # kitchen and dash: a handful of clips
-    overrides = [*overrides_for(state_root, "caption_e2e"), f"models.cache_dir={out / 'models'}"]
+    overrides = [*overrides_for(state_root, schema), f"models.cache_dir={out / 'models'}"]
     cfg = load_config(None, overrides)
     lake = Lakehouse(get_spark(cfg), cfg, "cap")
     ingest.run(lake.spark, cfg, "cap", manifest=str(write_manifest(videos, out / "manifest.csv")))
@@ -26,6 +26,17 @@ def captioned(spark, state_root, tmp_path_factory):
     first = load_config(None, [*overrides, f"caption.teachers={_teachers_yaml(cfg, TEACHERS[:-1])}"])
     report = caption.run(lake.spark, first, "cap")
     return cfg, lake, report, videos
+
+
+@pytest.fixture(scope="module")
+def captioned(spark, state_root, tmp_path_factory):
+    """Read only: the steps that change the tables run on `recaptioned`, so tests pass in any order."""
+    return _caption_all_but_the_last_teacher(state_root, tmp_path_factory, "caption_e2e")
+
+
+@pytest.fixture(scope="module")
+def recaptioned(spark, state_root, tmp_path_factory):
+    return _caption_all_but_the_last_teacher(state_root, tmp_path_factory, "caption_reruns")
 
 
 def _teachers_yaml(cfg, names):
@@ -59,8 +70,15 @@ def test_prompts_hold_the_clip_subtitles_and_the_video_metadata(captioned):
     assert "plated" not in first.prompt  # not the last scene's
 
 
-def test_a_rerun_adds_nothing_and_a_new_teacher_processes_only_itself(captioned):
-    cfg, lake, _, _ = captioned
+def test_reruns_a_new_teacher_missing_frames_and_a_dependent_teacher(recaptioned):
+    """Steps that build on each other's tables, in order, in their own schema."""
+    _a_rerun_adds_nothing_and_a_new_teacher_processes_only_itself(recaptioned)
+    _a_clip_with_missing_frames_lands_in_errors(recaptioned)
+    _a_dependent_teacher_reads_the_upstream_caption_and_follows_its_version(recaptioned)
+
+
+def _a_rerun_adds_nothing_and_a_new_teacher_processes_only_itself(state):
+    cfg, lake, _, _ = state
     clips = lake.read("clips").count()
     report = caption.run(lake.spark, cfg, "cap-2")
     assert [report.counts[f"{t}.captioned"] for t in TEACHERS] == [0, 0, 0, clips]
@@ -69,8 +87,8 @@ def test_a_rerun_adds_nothing_and_a_new_teacher_processes_only_itself(captioned)
     assert sum(v for k, v in again.counts.items() if k.endswith(".captioned")) == 0
 
 
-def test_a_clip_with_missing_frames_lands_in_errors(captioned):
-    cfg, lake, _, _ = captioned
+def _a_clip_with_missing_frames_lands_in_errors(state):
+    cfg, lake, _, _ = state
     clip_id = lake.read("clips").orderBy("clip_id").first().clip_id
     lake.spark.sql(f"DELETE FROM {lake.name('clip_frames')} WHERE clip_id = '{clip_id}'")
     lake.spark.sql(f"DELETE FROM {lake.name('candidate_captions')} WHERE clip_id = '{clip_id}'")
@@ -82,7 +100,7 @@ def test_a_clip_with_missing_frames_lands_in_errors(captioned):
     assert report.counts["text-llm-tiny.captioned"] == 0 and report.counts["text-llm-tiny.errored"] == 1
 
 
-def test_a_dependent_teacher_reads_the_upstream_caption_and_follows_its_version(captioned):
+def _a_dependent_teacher_reads_the_upstream_caption_and_follows_its_version(state):
     """text-llm-tiny takes `captions:blip2-tiny`: its prompt holds blip2-tiny's caption of the clip;
     a new blip2-tiny version makes it pending: it waits (errors) until blip2-tiny re-captioned the clip,
     then captions the clip again with the new caption."""
@@ -90,10 +108,10 @@ def test_a_dependent_teacher_reads_the_upstream_caption_and_follows_its_version(
 
     from panda_spark.caption.inputs import teacher_versions
 
-    cfg, lake, _, _ = captioned
-    caption.run(lake.spark, cfg, "dep-0")  # whatever the tests before left pending
+    cfg, lake, _, _ = state
+    caption.run(lake.spark, cfg, "dep-0")  # whatever the steps before left pending
     every_clip = {r.clip_id for r in lake.read("clips").collect()}
-    # the clips blip2-tiny can caption (not one whose frames a test before deleted)
+    # the clips blip2-tiny can caption (not the one whose frames a step before deleted)
     clips = {r.clip_id for r in lake.read("candidate_captions").filter("teacher = 'blip2-tiny'").collect()}
     assert clips
 

@@ -224,18 +224,24 @@ def test_rerun_gives_the_same_files_and_an_unreadable_video_lands_in_errors(expo
     assert lake.read("errors").filter("stage = 'export'").count() == 0
 
 
+def _import_export(state_root, schema, out):
+    """The exported CSVs imported into `schema`: (lake, report)."""
+    lake = _lake(state_root, schema, f"export.path={out / schema}", "export.videos_per_csv=1")
+    return lake, import_stage.run(lake.spark, lake.cfg, "import-1", csv=str(out / "export" / "panda70m"))
+
+
 @pytest.fixture(scope="module")
-def imported(exported, state_root, tmp_path_factory):
+def imported(exported, state_root):
+    """The export imported, then imported again: read-only (a test that imports more makes its own)."""
     src_lake, out, _, _ = exported
-    lake = _lake(state_root, "import_e2e", f"export.path={out / 'reexport'}", "export.videos_per_csv=1")
-    first = import_stage.run(lake.spark, lake.cfg, "import-1", csv=str(out / "export" / "panda70m"))
+    lake, first = _import_export(state_root, "import_e2e", out)
     counts = lake.counts()
     again = import_stage.run(lake.spark, lake.cfg, "import-2", csv=str(out / "export" / "panda70m"))
-    return src_lake, lake, out, first, again, counts
+    return src_lake, lake, out, first, again, counts, lake.counts()
 
 
 def test_import_round_trips_clips_and_captions_and_reimport_adds_nothing(imported):
-    src, lake, _, first, again, counts = imported
+    src, lake, _, first, again, counts, counts_again = imported
     original = {(c.video_id, c.clip_idx): c for c in src.read("clips").collect()}
     src_captions = {c.clip_id: c for c in src.read("captions").collect()}
     rows = lake.read("clips").join(lake.read("captions"), "clip_id").collect()
@@ -256,14 +262,14 @@ def test_import_round_trips_clips_and_captions_and_reimport_adds_nothing(importe
     assert (dash.path, dash.probe_version, dash.extra["origin"]) == (
         "https://example.invalid/watch?v=-demo_dash", None, "panda70m-csv")
     assert "desirable_filtering" not in dash.extra  # the export knew no labels: none are made up
-    assert again.rows_out == 0 and lake.counts() == counts
+    assert again.rows_out == 0 and counts_again == counts
 
 
 def test_imported_videos_export_the_same_csv_and_other_stages_leave_them_alone(imported):
-    src, lake, out, _, _, _ = imported
+    src, lake, out, _, _, _, _ = imported
     report = export_stage.run(lake.spark, lake.cfg, "reexport")
-    assert _csv_text(out / "reexport" / "panda70m") == _csv_text(out / "export" / "panda70m")
-    assert report.counts["shard_clips"] == 0 and not list((out / "reexport").glob("webdataset/*.tar"))
+    assert _csv_text(out / "import_e2e" / "panda70m") == _csv_text(out / "export" / "panda70m")
+    assert report.counts["shard_clips"] == 0 and not list((out / "import_e2e").glob("webdataset/*.tar"))
 
     from panda_spark.caption.stage import clip_rows
 
@@ -276,9 +282,9 @@ def test_imported_videos_export_the_same_csv_and_other_stages_leave_them_alone(i
     assert (training_inputs(lake, lake.cfg).count(), training_inputs(src, src.cfg).count()) == (0, 7)
 
 
-def test_malformed_rows_land_in_errors_and_an_ingested_video_is_left_alone(exported, imported, tmp_path):
-    _, _, videos, _ = exported
-    _, lake, out, _, _, _ = imported
+def test_malformed_rows_land_in_errors_and_an_ingested_video_is_left_alone(exported, state_root, tmp_path):
+    _, out, videos, _ = exported
+    lake, _ = _import_export(state_root, "import_bad", out)  # imports more: its own schema
     marker = tmp_path / "pwned"
     good = ["-good_one", "https://www.youtube.com/watch?v=-good_one", "[['0:00:01.500', '0:00:04.250']]",
             "[\"It's good.\"]", "[0.5]", "['desirable']", "[[['0:00:00.000', '0:00:02.750']]]"]
@@ -329,7 +335,7 @@ def test_malformed_rows_land_in_errors_and_an_ingested_video_is_left_alone(expor
 
     # the kitchen video is now ingested from a file: importing its CSV row again must not touch it
     kitchen = [v for v in videos if v.video_id == "demo_kitchen"]
-    ingest.run(lake.spark, lake.cfg, "ing", manifest=str(write_manifest(kitchen, out / "kitchen.csv")))
+    ingest.run(lake.spark, lake.cfg, "ing", manifest=str(write_manifest(kitchen, tmp_path / "kitchen.csv")))
     before = lake.read("videos").filter("video_id = 'demo_kitchen'").first()
     report = import_stage.run(lake.spark, lake.cfg, "again", csv=str(out / "export" / "panda70m"))
     error = lake.read("errors").filter("stage = 'import-panda-csv' AND key = 'demo_kitchen'").first()
@@ -345,7 +351,9 @@ def test_real_panda_clips_export_with_their_captions(spark, state_root, tmp_path
     pd.DataFrame({"video_id": [f[:-4] for f in files], "path": [str(samples / "clips" / f) for f in files],
                   "url": [f"https://www.youtube.com/watch?v={f.split('.')[0]}" for f in files]}).to_csv(
         tmp_path / "m.csv", index=False)
-    lake = _lake(state_root, "export_real", f"export.path={tmp_path / 'export'}")
+    # published clips are already cut and trimmed (2.4 s ones among them): the panda70m preset's
+    # 2.5 s minimum before trimming would drop them, the released code's 2.0 s keeps each whole
+    lake = _lake(state_root, "export_real", f"export.path={tmp_path / 'export'}", "split.preset=released_code")
     ingest.run(lake.spark, lake.cfg, "r", manifest=str(tmp_path / "m.csv"))
     split.run(lake.spark, lake.cfg, "r")
     caption_by_video = {f[:-4]: c for f, c in zip(picked["file"], picked["caption"])}

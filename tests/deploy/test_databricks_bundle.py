@@ -34,6 +34,7 @@ OTHER_CATALOG = {"catalog": "lab", "schema": "panda_test"}
 # GPU instance families: AWS, Azure (NC/ND/NV), GCP (a2, a3, g2)
 GPU_NODE = re.compile(r"^(g4dn|g5|g6e?|p3|p4de?|p5e?)\.|^Standard_N[CDV]|^(a2|a3|g2)-")
 REF = re.compile(r"\$\{([\w.-]+)\}")
+JOB_PARAMETER = re.compile(r"\{\{job\.parameters\.([\w-]+)\}\}")
 PIPELINE_JOB, MAINTAIN_JOB = "panda_pipeline", "panda_maintain"
 # stage → the bundle job whose task runs it; the stages not here run by hand only (one-off loads)
 JOB_OF = {**{stage: PIPELINE_JOB for stage in PIPELINE_STAGES}, "maintain": MAINTAIN_JOB}
@@ -49,6 +50,18 @@ def load_bundle(**variables: str) -> tuple[dict, dict]:
     raw = yaml.safe_load((REPO / "databricks.yml").read_text(encoding="utf-8"))
     values = {name: spec["default"] for name, spec in raw["variables"].items()} | variables
     return _resolve(raw, values), values
+
+
+def run_with(bundle: dict, name: str = PIPELINE_JOB, **parameters: str) -> dict:
+    """The bundle as a run of job `name` sees it: `{{job.parameters.<p>}}` in its tasks replaced by
+    `parameters` or else the job parameter's default."""
+    values = {p["name"]: p["default"] for p in job(bundle, name).get("parameters", [])} | parameters
+    run = copy.deepcopy(bundle)
+    for task in tasks(run, name).values():
+        wheel = task.get("python_wheel_task", {})
+        wheel["parameters"] = [JOB_PARAMETER.sub(lambda m: values[m.group(1)], str(a)) if isinstance(a, str) else a
+                               for a in wheel.get("parameters", [])]
+    return run
 
 
 def _resolve(node, values: dict):
@@ -137,7 +150,7 @@ def artifact_problems(bundle: dict) -> list[str]:
         setup = setup_kwargs()
         built = f"{dist.group(1).strip('./')}/{normalized(setup['name'])}-{setup['version']}-py3-none-any.whl"
         for key, task in [item for name in bundle["resources"]["jobs"] for item in tasks(bundle, name).items()]:
-            globs = [lib.get("whl", "").removeprefix("./") for lib in task.get("libraries", [])]
+            globs = [lib["whl"].removeprefix("./") for lib in task.get("libraries", []) if "whl" in lib]
             problems += failed((len(globs) == 1 and fnmatch.fnmatch(built, globs[0]),
                                 f"task '{key}': libraries {task.get('libraries')} do not install the built {built}"))
     return problems
@@ -157,7 +170,7 @@ def parse_parameters(parameters: list[str]) -> tuple[argparse.Namespace | None, 
 
 
 def task_problems(bundle: dict, values: dict, stage: str) -> list[str]:
-    task = tasks(bundle, JOB_OF[stage]).get(stage)
+    task = tasks(run_with(bundle, JOB_OF[stage]), JOB_OF[stage]).get(stage)
     if task is None:
         return [f"no task '{stage}' in job {JOB_OF[stage]}"]
     wheel, setup = task.get("python_wheel_task", {}), setup_kwargs()
@@ -241,9 +254,11 @@ def spark_conf_problems(cfg: Config, spark_conf: dict, gpu: bool) -> list[str]:
 def stage_problems(stage: str, args: argparse.Namespace, cfg: Config, values: dict, cluster: dict) -> list[str]:
     gpus = cfg.spark.gpu
     if stage == "ingest":
-        return failed((args.manifest == values["manifest"], f"--manifest {args.manifest}, expected ${{var.manifest}}"))
+        return failed((args.manifest == values["manifest"],
+                       f"--manifest {args.manifest}, expected the job parameter manifest (default ${{var.manifest}})"))
     if stage == "load-selection-labels":  # the stage needs a labels file: --labels or select.labels
-        return failed((args.labels == values["labels"], f"--labels {args.labels}, expected ${{var.labels}}"))
+        return failed((args.labels == values["labels"],
+                       f"--labels {args.labels}, expected the job parameter labels (default ${{var.labels}})"))
     if stage in ("caption", "select"):
         section = getattr(cfg, stage)
         return failed((0 < section.task_gpus <= gpus.executor_gpus and section.executor_gpus == gpus.executor_gpus,
@@ -328,10 +343,50 @@ def test_each_task_runs_its_stage_on_its_cluster_with_the_bundles_conf(stage, va
     assert task_problems(bundle, values, stage) == []
 
 
+def test_manifest_and_labels_are_job_parameters_chosen_per_run():
+    bundle, values = load_bundle()
+    assert job(bundle)["parameters"] == [{"name": "manifest", "default": values["manifest"]},
+                                         {"name": "labels", "default": values["labels"]}]
+
+    def passed(run: dict, stage: str, option: str) -> str:
+        arguments = tasks(run)[stage]["python_wheel_task"]["parameters"]
+        return arguments[arguments.index(option) + 1]
+
+    # the tasks read the run's parameters, not a path fixed at deploy time
+    assert passed(bundle, "ingest", "--manifest") == "{{job.parameters.manifest}}"
+    assert passed(bundle, "load-selection-labels", "--labels") == "{{job.parameters.labels}}"
+    run = run_with(bundle, manifest="/Volumes/main/panda/raw/batch-7.csv", labels="/Volumes/main/panda/raw/l7.csv")
+    assert passed(run, "ingest", "--manifest") == "/Volumes/main/panda/raw/batch-7.csv"
+    assert passed(run, "load-selection-labels", "--labels") == "/Volumes/main/panda/raw/l7.csv"
+    assert passed(run_with(bundle), "ingest", "--manifest") == values["manifest"]
+
+
+def test_prod_runs_as_a_service_principal_with_permissions():
+    bundle, _ = load_bundle(service_principal="6b1e2c4d-0000-4000-8000-00000000abcd", operators_group="video-ml")
+    prod, dev = bundle["targets"]["prod"], bundle["targets"]["dev"]
+    assert prod["mode"] == "production"
+    assert prod["run_as"] == {"service_principal_name": "6b1e2c4d-0000-4000-8000-00000000abcd"}
+    assert prod["permissions"] == [
+        {"service_principal_name": "6b1e2c4d-0000-4000-8000-00000000abcd", "level": "CAN_MANAGE"},
+        {"group_name": "video-ml", "level": "CAN_RUN"}]
+    assert "run_as" not in dev and "permissions" not in dev  # dev runs as its deployer
+
+
 def test_every_task_installs_the_wheel_built_from_setup_py():
     assert artifact_problems(load_bundle()[0]) == []
     module, function = console_scripts()["panda-spark"].split(":")
     assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_every_task_installs_the_cloud_extra_at_the_pins_of_constraints_txt():
+    bundle, _ = load_bundle()
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    wanted = sorted(f"{name}=={pins[name]}" for name in setup_kwargs()["extras_require"]["cloud"])
+    for name in bundle["resources"]["jobs"]:
+        for key, task in tasks(bundle, name).items():
+            got = sorted(lib["pypi"]["package"] for lib in task.get("libraries", []) if "pypi" in lib)
+            assert got == wanted, key
 
 
 def test_the_gpu_cluster_is_the_ml_runtime_of_the_cpu_clusters_release():

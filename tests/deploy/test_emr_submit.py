@@ -86,6 +86,33 @@ def test_each_step_runs_its_job_with_arguments_the_cli_and_conf_accept(steps):
             assert parsed.labels == LABELS
 
 
+def test_without_labels_the_steps_skip_the_stages_the_local_pipeline_skips(cfg):
+    names = lambda steps: [s["Name"].removeprefix("panda-spark ") for s in steps]  # noqa: E731
+    labelled = submit.build_steps(cfg, "emr.yaml", PREFIX, manifest=MANIFEST, labels=LABELS)
+    assert names(labelled) == list(PIPELINE_STAGES)
+    unlabelled = submit.build_steps(cfg, "emr.yaml", PREFIX, manifest=MANIFEST)
+    assert names(unlabelled) == [s for s in PIPELINE_STAGES if s not in ("load-selection-labels", "finetune-retrieval")]
+    assert all("--labels" not in s["Args"] for s in unlabelled)
+    assert names(submit.build_steps(cfg, "emr.yaml", PREFIX, labels=LABELS)) == list(PIPELINE_STAGES[1:])  # no ingest
+    # select.labels in the conf counts as labels, as for the local pipeline
+    conf_labels = load_config(REPO / "conf" / "emr.yaml", [f"select.labels={LABELS}"])
+    assert names(submit.build_steps(conf_labels, "emr.yaml", PREFIX, manifest=MANIFEST)) == list(PIPELINE_STAGES)
+    # named explicitly: fine-tuning on labels loaded earlier runs; loading labels without a file is refused
+    assert names(submit.build_steps(cfg, "emr.yaml", PREFIX, ("finetune-retrieval",))) == ["finetune-retrieval"]
+    with pytest.raises(submit.DeployError, match="load-selection-labels: pass --labels"):
+        submit.build_steps(cfg, "emr.yaml", PREFIX, ("select", "load-selection-labels"))
+
+
+def test_steps_without_labels_say_what_they_leave_out(capsys):
+    assert submit.main(["steps", "--dry-run", "--s3-prefix", PREFIX, "--cluster-id", "j-3AB12CD",
+                        "--manifest", MANIFEST]) == 0
+    captured = capsys.readouterr()
+    (steps,) = json.loads(captured.out)["files"].values()
+    names = [s["Name"] for s in steps]
+    assert "panda-spark load-selection-labels" not in names and len(names) == len(PIPELINE_STAGES) - 2
+    assert "no load-selection-labels step (no --labels or select.labels)" in captured.err
+
+
 def test_maintain_is_a_cpu_step_only_when_asked_for(steps, cfg):
     assert "maintain" not in PIPELINE_STAGES and "panda-spark maintain" not in [s["Name"] for s in steps]
     (step,) = submit.build_steps(cfg, "emr.yaml", PREFIX, ("maintain",))
@@ -196,7 +223,7 @@ def test_pack_builds_the_wheel_into_a_pinned_venv_and_venv_packs_it():
     commands = submit.pack_commands()
     assert commands[1][:3] == ["python3.11", "-m", "venv"]
     assert any(c[-5:] == ["wheel", "--no-deps", "-w", "build/emr/wheels", "."] for c in commands)
-    installs = [c for c in commands if "install" in c and "panda-spark[ml]" in c]
+    installs = [c for c in commands if "install" in c and "panda-spark[ml,cloud]" in c]
     assert installs and all(c[c.index("-c") + 1] == "constraints.txt" for c in installs)
     assert any(c[-3:] == ["--no-deps", "scenedetect", "petastorm"] and "constraints.txt" in c for c in commands)
     pack = commands[-1]

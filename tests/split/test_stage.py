@@ -13,15 +13,26 @@ from panda_spark.tables import Lakehouse
 from tests.conftest import overrides_for
 
 
-@pytest.fixture(scope="module")
-def lake(spark, state_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("split_sources")
+def _split_demo(state_root, tmp_path_factory, schema: str):
+    out = tmp_path_factory.mktemp(schema)
     videos = render_demo_sources(out)
-    cfg = load_config(None, overrides_for(state_root, "split_e2e"))
+    cfg = load_config(None, overrides_for(state_root, schema))
     lake = Lakehouse(get_spark(cfg), cfg, "split-run")
     ingest.run(lake.spark, cfg, "split-run", manifest=str(write_manifest(videos, out / "manifest.csv")))
     report = split.run(lake.spark, cfg, "split-run")
     return lake, videos, report
+
+
+@pytest.fixture(scope="module")
+def lake(spark, state_root, tmp_path_factory):
+    """Split with the default conf; tests that split again with other parameters use `resplit`."""
+    return _split_demo(state_root, tmp_path_factory, "split_e2e")
+
+
+@pytest.fixture(scope="module")
+def resplit(spark, state_root, tmp_path_factory):
+    """Each test using it re-splits every video with its own parameters: any order works."""
+    return _split_demo(state_root, tmp_path_factory, "split_resplit")
 
 
 def test_tables_hold_exactly_what_the_core_computes(lake):
@@ -49,9 +60,9 @@ def test_rerun_skips_videos_split_with_the_same_parameters(lake):
     assert lake.counts() == before
 
 
-def test_new_parameters_resplit_and_replace_old_rows(lake, state_root):
-    lake, _, _ = lake
-    released = load_config(None, [*overrides_for(state_root, "split_e2e"), "split.preset=released_code"])
+def test_new_parameters_resplit_and_replace_old_rows(resplit, state_root):
+    lake, _, _ = resplit
+    released = load_config(None, [*overrides_for(state_root, "split_resplit"), "split.preset=released_code"])
     report = split.run(lake.spark, released, "split-run-3")
     assert report.counts["videos"] == 3
     clips = lake.read("clips").collect()
@@ -74,12 +85,12 @@ def test_a_video_that_cannot_be_read_lands_in_errors_and_the_rest_split(spark, s
     assert lake.read("clips").select("video_id").distinct().count() == 2
 
 
-def test_a_transformers_embedder_from_conf_resplits_in_spark(lake, state_root, tmp_path):
+def test_a_transformers_embedder_from_conf_resplits_in_spark(resplit, state_root, tmp_path):
     from tests.models.tiny import tiny_clip
 
-    lake, _, _ = lake
+    lake, _, _ = resplit
     model = tiny_clip(tmp_path / "clip")
-    cfg = load_config(None, [*overrides_for(state_root, "split_e2e"), f"split.embedder={model}",
+    cfg = load_config(None, [*overrides_for(state_root, "split_resplit"), f"split.embedder={model}",
                              "split.embed_batch_size=8"])
     report = split.run(lake.spark, cfg, "split-run-hf")
     assert report.counts["videos"] == 3 and report.counts["errored"] == 0

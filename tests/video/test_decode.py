@@ -54,3 +54,13 @@ def test_rotation_is_probed_and_frames_come_out_upright(tmp_path, rotation, upri
     row, col = upright_quadrant
     assert upright[row * h // 2:(row + 1) * h // 2, col * w // 2:(col + 1) * w // 2].mean() > 200
     assert upright.mean() == pytest.approx(255 / 4, abs=10)
+
+
+def test_a_store_failing_mid_read_is_reported_by_its_class():
+    """split and export report a remote read that fails after the open as ingest would."""
+    from panda_spark.video.decode import decode_failure
+
+    assert decode_failure(TimeoutError("read timed out"))[0] == "RemoteTimeout"
+    assert decode_failure(PermissionError("403"))[0] == "AccessDenied"
+    assert decode_failure(FileNotFoundError("x.mp4"))[0] == "FileNotFound"
+    assert decode_failure(KeyError("bug")) == ("KeyError", "'bug'")
