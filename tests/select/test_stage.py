@@ -90,8 +90,8 @@ def selected(spark, state_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reselected(spark, state_root, tmp_path_factory):
-    """For the tests that select again with the same scorer: each leaves the tables selected as it
-    found them (so they pass in either order)."""
+    """For the tests that select again with the same scorer. What one leaves (a fifth candidate of
+    one clip, selected; the threshold put back) is what the other's assertions allow: any order works."""
     return _selected(state_root, tmp_path_factory.mktemp("reselect_root"), "select_rerun")
 
 
@@ -155,8 +155,6 @@ def test_rerun_is_idempotent_and_changed_candidates_are_reselected(reselected):
     assert set(after[ids[0]].candidate_scores) == {*TEACHERS, "t-extra"}
     assert after[ids[0]].candidates_hash != before[ids[0]].candidates_hash
     assert all(after[c].selected_at == before[c].selected_at for c in ids[1:N_CLIPS])
-    lake.spark.sql(f"DELETE FROM {lake.name('candidate_captions')} WHERE teacher = 't-extra'")
-    assert stage.run(lake.spark, cfg, "sel-4").counts["selected"] == 1  # as found: the next test's start
 
 
 def test_a_new_threshold_regrades_without_rescoring(reselected):
@@ -184,7 +182,8 @@ def test_views_summarise_the_selection(selected):
     assert sum(r.wins for r in wins) == N_CLIPS and all(r.clips == N_CLIPS for r in wins)
     assert sum(r.win_rate for r in wins) == pytest.approx(1.0, abs=1e-3)
     expected = {r.teacher: r["count"] for r in lake.read("captions").groupBy("teacher").count().collect()}
-    assert {r.teacher: r.wins for r in wins} == expected
+    assert set(TEACHERS) - set(expected)  # some teachers never win: they are listed with 0
+    assert {r.teacher: r.wins for r in wins} == {**{t: 0 for t in TEACHERS}, **expected}
     per_category = spark.sql("SELECT category, teacher, wins, clips FROM select_e2e.teacher_win_rates "
                              "WHERE scope = 'category'").collect()
     rows = _captions(lake)
