@@ -54,7 +54,8 @@ def built(tmp_path_factory):
 
 
 def test_recipes_listed():
-    assert list(RECIPES) == ["clip", "gpt2", "blip2", "git-video", "text-llm", "qwen2-vl"]
+    assert list(RECIPES) == ["clip", "gpt2", "blip2", "instructblip", "git-video", "text-llm", "qwen2-vl",
+                            "llava-next-video", "video-llava"]
     with pytest.raises(KeyError):
         build_tiny("nope", "/nonexistent")
 
