@@ -71,8 +71,9 @@ def test_streaming_split_returns_the_whole_video_rows(videos, whole_scans, video
 
 
 def test_samples_held_do_not_grow_with_the_video(videos, whole_scans):
-    short = split_video("short", videos["synthetic_30s"], ColorLayoutEmbedder(), SplitParams())
-    long = split_video("long", videos["synthetic_3min"], ColorLayoutEmbedder(), SplitParams())
+    released = PARAMS["released_code"]  # every event a clip: the most samples to hold
+    short = split_video("short", videos["synthetic_30s"], ColorLayoutEmbedder(), released)
+    long = split_video("long", videos["synthetic_3min"], ColorLayoutEmbedder(), released)
     assert len(long.clips) >= 40 and len(short.clips) >= 7
     assert long.peak_samples <= short.peak_samples + 4
     # a clip's frames are picked once the next shot is known: about two shots' samples (≤ 10.5 s) are held
@@ -112,7 +113,7 @@ def test_a_model_embeds_in_the_batches_of_one_call_over_the_whole_video(videos, 
     scan = whole_scans("synthetic_3min")
     frames = np.stack(list(scan.embed_frames.values())[:20])
     assert not np.array_equal(embedder.embed(frames)[:2], embedder.embed(frames[:2]))  # the test can fail
-    streamed = split_video("v", videos["synthetic_3min"], embedder, SplitParams())
-    whole = split_scan("v", scan, embedder, SplitParams())
+    streamed = split_video("v", videos["synthetic_3min"], embedder, PARAMS["released_code"])
+    whole = split_scan("v", scan, embedder, PARAMS["released_code"])
     assert len(whole.clips) >= 40
     assert_same_rows(streamed, whole)
