@@ -2,11 +2,13 @@
 
 `s3` yields the storage options that reach it (conf key `paths.storage_options`): fake
 credentials, which the server accepts, and its endpoint. fsspec's per-scheme defaults are
-restored afterwards, so no other test sees this server.
+restored afterwards, so no other test sees this server. moto keeps its buckets in
+process-wide state that outlives a server, so each server starts from a reset store.
 """
 from __future__ import annotations
 
 import copy
+import urllib.request
 
 import pytest
 
@@ -34,6 +36,8 @@ def s3(monkeypatch):
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(reset, timeout=10).close()
         yield {"s3": {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}}
     finally:
         server.stop()

@@ -47,10 +47,11 @@ def test_two_process_training_logs_a_falling_loss_and_registers_the_student(trai
     version = client.get_model_version_by_alias("panda-student", "candidate")
     run = client.get_run(version.run_id)
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
-    # rank 0 logs its own steps; how many rows its shard holds depends on Spark's round-robin
-    # repartition (about half of ~17), so 3 to 5 steps per epoch; which rows it gets moves how far
-    # the loss falls (a fresh-clone run ended at 0.709 of the first steps'), so ask for 0.8
-    assert len(losses) >= 4 * 3 and sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+    # rank 0 logs its own steps; how many rows its shard holds depends on how petastorm deals the
+    # cache's row groups to the two ranks, so 2 to 5 steps per epoch (CI saw 10 steps in 4 epochs);
+    # which rows it gets moves how far the loss falls (a fresh-clone run ended at 0.709 of the
+    # first steps'), so ask for 0.8
+    assert len(losses) >= 4 * 2 and sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2
     assert {"val_loss", "val_BLEU4", "val_METEOR", "val_ROUGEL", "val_CIDEr"} <= set(run.data.metrics)
     assert run.data.params["student.num_processes"] == "2" and run.data.params["student.epochs"] == "4"
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 4
