@@ -13,6 +13,7 @@ setup(
     install_requires=[
         "pyarrow", "numpy", "pandas", "decord", "av", "opencv-python-headless", "PyYAML", "fsspec",
         "pycocoevalcap",  # the caption metrics of train-student and evaluate (not in ML runtimes)
+        "yt-dlp", "requests",  # panda-spark download: yt-dlp's Python API, streamed plain HTTP(S)
     ],
     # scenedetect and petastorm are installed by the Makefile with --no-deps (see constraints.txt)
     extras_require={

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     stages["evaluate"].add_argument("--source", default="student", help="student (default), gold, or teacher:<name>")
     stages["evaluate"].add_argument("--reference", default="heldout", help="heldout (gold captions of the "
                                     "held-out clips, default) or an MSR-VTT-style JSON file")
+    stages["split"].add_argument("--mode", choices=("published", "detect"),
+                                 help="published: imported Panda-70M videos are cut at their published timestamps, "
+                                      "others detected; detect: detect every video (default: split.mode)")
+    stages["download"].add_argument("--retry-failed", action="store_true",
+                                    help="also fetch the videos whose last download failed for good "
+                                         "(NotFound, Private, ...; a plain run retries only transient failures)")
     stages["import-panda-csv"].add_argument("--csv", required=True, metavar="PATH",
                                             help="a Panda-70M CSV file, or a directory of them")
     stages["calibrate-selection"].add_argument(
@@ -159,7 +165,9 @@ _OPTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "ingest": lambda a: {"manifest": a.manifest},
     "load-selection-labels": lambda a: {"labels": a.labels},
     "evaluate": lambda a: {"source": a.source, "reference": a.reference},
+    "download": lambda a: {"retry_failed": a.retry_failed},
     "import-panda-csv": lambda a: {"csv": a.csv},
+    "split": lambda a: {"mode": a.mode},
     "calibrate-selection": lambda a: {"objective": a.objective},
 }
 

@@ -119,10 +119,45 @@ class IngestSettings:
 
 
 @dataclass
+class DownloadSettings:
+    # panda-spark download: videos with a url and no file (imported Panda-70M rows) are fetched
+    # into this directory (any fsspec URI the executors can write); empty: <paths.root>/downloads.
+    path: str | None = None
+    # auto: yt-dlp for YouTube and the sites yt-dlp has an extractor of their own for, plain
+    # HTTP(S) / fsspec reads for the rest.
+    backend: Literal["auto", "yt-dlp", "http"] = "auto"
+    # yt-dlp format selector: one file (no ffmpeg to merge video and audio streams), ≤ 720p as
+    # Panda-70M was downloaded.
+    format: str = "b[height<=720][ext=mp4]/b[height<=720]/b"
+    # Downloads of one host (youtube.com = youtu.be) at once across the whole job, and started per
+    # second across the job (0: no rate limit); each of the host's lanes gets its share.
+    concurrency_per_host: int = field(default=8, metadata=_spec(minimum=1))
+    requests_per_s_per_host: float = field(default=2.0, metadata=_spec(minimum=0))
+    # Transient failures (RateLimited, Timeout, Truncated, ServerError, NetworkError) are tried
+    # again this many times after backoff_s, 2 × backoff_s, ...; what still fails waits for a rerun.
+    retries: int = field(default=3, metadata=_spec(minimum=0))
+    backoff_s: float = field(default=5.0, metadata=_spec(minimum=0))
+    timeout_s: float = field(default=60.0, metadata=_spec(minimum=0.1))  # no byte for this long: Timeout
+    max_bytes: int | None = field(default=4_000_000_000, metadata=_spec(minimum=1))  # empty: no limit
+    max_duration_s: float | None = field(default=4 * 3600.0, metadata=_spec(minimum=1))  # empty: no limit
+    # A Netscape cookies.txt for yt-dlp (an account that may see private / age-gated videos): read
+    # by the driver and handed to each download (yt-dlp never writes it back).
+    cookies_file: str | None = None
+    # Videos per wave: each wave is downloaded, probed and committed on its own.
+    wave_videos: int = field(default=1024, metadata=_spec(minimum=1))
+    # Spark tasks per wave; 0: the session's default parallelism. A task runs its hosts' lanes in threads.
+    partitions: int = field(default=0, metadata=_spec(minimum=0))
+
+
+@dataclass
 class SplitSettings:
     # Stitching thresholds (split/stitching.py PRESETS): panda70m — what built the dataset (the
     # released event_stitching.py's commented line 200); released_code — that file's active line 199.
     preset: Literal["panda70m", "released_code"] = "panda70m"
+    # published: a video imported from a Panda-70M CSV (import-panda-csv, then download) is cut at
+    # its published timestamps, the others are detected; detect: every video with a file is
+    # detected (a downloaded Panda-70M video's published clips, and their captions, are replaced).
+    mode: Literal["published", "detect"] = "published"
     # Shot detection (PySceneDetect ContentDetector semantics).
     threshold: float = field(default=25.0, metadata=_spec(minimum=0))
     min_scene_len: int = field(default=15, metadata=_spec(minimum=1))
@@ -401,6 +436,7 @@ class Config:
     run: RunSettings = field(default_factory=RunSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    download: DownloadSettings = field(default_factory=DownloadSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
     caption: CaptionSettings = field(default_factory=CaptionSettings)
     select: SelectSettings = field(default_factory=SelectSettings)

@@ -99,6 +99,14 @@ class NoClips(InputError):
     error_class = "NoClips"
 
 
+class ClipsPastEnd(InputError):
+    """Published clips (split.mode published) that lie past the end of the downloaded file (a
+    shorter upload than the one Panda-70M cut): they keep their row and published caption but get no
+    frames. The video is committed; the message names them."""
+
+    error_class = "ClipsPastEnd"
+
+
 class MalformedSubtitles(InputError):
     error_class = "MalformedSubtitles"
 
@@ -117,3 +125,84 @@ class WriteConflict(RuntimeError):
 class SetupError(RuntimeError):
     """The machine lacks something a job needs before any work starts (Java for Spark); the
     message says what to install."""
+
+
+# ---------------------------------------------------------------- download failures
+# What fetching a video's URL can fail with (panda-spark download). `transient` failures may
+# succeed later (a rerun retries them); permanent ones stay failed until `--retry-failed`.
+# NotAVideo (above) also ends a download: bytes that do not probe as a video.
+
+
+class DownloadFailure(InputError):
+    transient = False
+
+
+class NotFound(DownloadFailure):
+    """HTTP 404 / 410, or the site says the video does not exist or is unavailable."""
+
+    error_class = "NotFound"
+
+
+class Private(DownloadFailure):
+    """A private video, or HTTP 401 / 403: it needs an account (a cookies file) that may see it."""
+
+    error_class = "Private"
+
+
+class Unavailable(DownloadFailure):
+    """It exists but cannot be had from here: geo-blocked, removed, age-gated, members only."""
+
+    error_class = "Unavailable"
+
+
+class UnsupportedUrl(DownloadFailure):
+    """No backend can fetch this URL (no scheme, an unknown one, a playlist)."""
+
+    error_class = "UnsupportedUrl"
+
+
+class TooLarge(DownloadFailure):
+    """More bytes than download.max_bytes."""
+
+    error_class = "TooLarge"
+
+
+class TooLong(DownloadFailure):
+    """Longer than download.max_duration_s."""
+
+    error_class = "TooLong"
+
+
+class RateLimited(DownloadFailure):
+    """HTTP 429, or the site asks to prove the client is not a bot."""
+
+    error_class = "RateLimited"
+    transient = True
+
+
+class Timeout(DownloadFailure, TimeoutError):
+    """No byte came for download.timeout_s (connecting or reading)."""
+
+    error_class = "Timeout"
+    transient = True
+
+
+class Truncated(DownloadFailure):
+    """The body ended before the Content-Length it announced."""
+
+    error_class = "Truncated"
+    transient = True
+
+
+class ServerError(DownloadFailure):
+    """HTTP 5xx."""
+
+    error_class = "ServerError"
+    transient = True
+
+
+class NetworkError(DownloadFailure, OSError):
+    """The connection failed (refused, reset, DNS, TLS) or the store failed to read or write."""
+
+    error_class = "NetworkError"
+    transient = True

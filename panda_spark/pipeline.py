@@ -46,6 +46,12 @@ STAGES: dict[str, StageDef] = {s.name: s for s in [
              reads="a manifest (--manifest or ingest.manifest): CSV, JSON lines or Parquet with video_id, path, ...",
              writes="videos; errors", conf=("ingest", "paths.allowed_roots"),
              example="--conf conf/local.yaml --manifest videos.csv"),
+    StageDef("download", "panda_spark.download.stage", gpu=False,
+             help="fetch the videos that have a url and no file (imported Panda-70M rows) and probe them",
+             reads="videos with a url and no file yet (import-panda-csv), less those that failed for good "
+                   "(--retry-failed: those too); errors of earlier downloads",
+             writes="videos (path: the file under download.path, probed as ingest probes); errors; the files",
+             conf=("download",), example="--conf conf/local.yaml --set download.concurrency_per_host=4"),
     StageDef("split", "panda_spark.split.stage", gpu=False,
              help="split new videos into shots and clips, with frames for the teachers",
              reads="videos (new or changed since their last split)",
@@ -167,8 +173,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, run_id: str, stages: Sequence
                  manifest: str | None = None, labels: str | None = None) -> PipelineReport:
     """`panda-spark pipeline`: `stages` in pipeline order, each incremental, all under `run_id`.
 
-    A stage without input is skipped (ingest without a manifest, load-selection-labels without a
-    labels file, finetune-retrieval without labels); the first stage that fails stops the run.
+    A stage without input is skipped (ingest without a manifest, download without videos to fetch,
+    load-selection-labels without a labels file, finetune-retrieval without labels); the first
+    stage that fails stops the run.
     Each outcome is MERGEd into `stage_runs` as it ends, and logged to one MLflow run (tag
     `panda.stage = pipeline`, see log_stage_metrics) under which the stages' own MLflow runs nest."""
     import mlflow
@@ -220,6 +227,11 @@ def _skip_reason(lake: Lakehouse, name: str, options: dict) -> str | None:
         return "no manifest (--manifest or ingest.manifest)"
     if name == "load-selection-labels" and not options["labels"]:
         return "no labels file (--labels or select.labels)"
+    if name == "download":
+        from panda_spark.download.stage import pending
+
+        if pending(lake).isEmpty():
+            return "no video with a url and no file (import-panda-csv), or all failed for good"
     if name == "finetune-retrieval" and lake.read("selection_labels").isEmpty():
         return "no selection_labels yet"
     return None

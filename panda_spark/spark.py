@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError, SetupError
@@ -47,6 +48,7 @@ def get_spark(cfg: Config, session: SparkSession | None = None) -> SparkSession:
         check_root(cfg)
     spark = session or (_cluster_session(cfg) if cfg.spark.mode == "cluster" else _embedded_session(cfg))
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    _ansi_as_in_spark4(spark)
     _announce_ui(spark.sparkContext.uiWebUrl)
     _create_schema(spark, cfg)
     if cfg.spark.mode == "embedded":
@@ -55,6 +57,14 @@ def get_spark(cfg: Config, session: SparkSession | None = None) -> SparkSession:
         register_warehouse_tables(spark, cfg)
         create_views(spark, cfg, only_existing_tables=True)
     return spark
+
+
+def _ansi_as_in_spark4(spark: SparkSession) -> None:
+    """Spark 4 runs SQL in ANSI mode by default: a bad cast or an overflow fails (and the row goes
+    to `errors`) where Spark 3.5 (EMR 7.x) returns NULL. The stages are written for Spark 4's
+    behaviour, so on 3.5 ANSI mode is switched on too, unless the session's conf sets it."""
+    if int(spark.version.split(".")[0]) < 4 and not spark.sparkContext.getConf().contains("spark.sql.ansi.enabled"):
+        spark.conf.set("spark.sql.ansi.enabled", "true")
 
 
 def _cluster_session(cfg: Config) -> SparkSession:
@@ -156,10 +166,12 @@ def check_java() -> None:
 
 
 def delta_package() -> str:
-    """The Maven coordinate of the Delta jars matching the installed delta-spark."""
+    """The Maven coordinate of the Delta jars matching the installed delta-spark: Scala 2.13 for
+    Delta 4 (Spark 4), 2.12 for Delta 3 (Spark 3.5, whose PyPI build is Scala 2.12)."""
     from importlib.metadata import version
 
-    return f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+    delta = version("delta-spark")
+    return f"io.delta:delta-spark_{'2.13' if int(delta.split('.')[0]) >= 4 else '2.12'}:{delta}"
 
 
 def _jar_record() -> Path:
@@ -301,6 +313,17 @@ def content_fingerprint(rows: DataFrame, settings: object) -> str:
     bits = [F.conv(F.substring(digest, start, 15), 16, 10).cast("decimal(38,0)") for start in (1, 16)]
     count, low, high = rows.agg(F.count(F.lit(1)), *[F.coalesce(F.sum(b), F.lit(0)) for b in bits]).first()
     return hashlib.sha256(f"{count}|{low}|{high}|{json.dumps(settings, sort_keys=True)}".encode()).hexdigest()[:32]
+
+
+def ddl_schema(ddl: str) -> StructType:
+    """The StructType of a DDL column list (`a STRING NOT NULL, b INT`); parsed by the running
+    session's JVM. Spark 3.5 (EMR 7.x) has no StructType.fromDDL: there its parser is reached
+    through pyspark's own helper."""
+    if hasattr(StructType, "fromDDL"):
+        return StructType.fromDDL(ddl)
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(ddl)
 
 
 def quote_name(dotted: str) -> str:

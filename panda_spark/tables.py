@@ -27,7 +27,7 @@ from pyspark.sql.types import BinaryType, StructType
 
 from panda_spark.config import Config
 from panda_spark.errors import WriteConflict
-from panda_spark.spark import sql_string, quote_name, schema_dir
+from panda_spark.spark import ddl_schema, sql_string, quote_name, schema_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,12 +56,12 @@ class TableSpec:
 
     @property
     def schema(self) -> StructType:
-        return StructType.fromDDL(self.ddl)
+        return ddl_schema(self.ddl)
 
     @property
     def domain_columns(self) -> list[str]:
         """The columns a stage writes (not the audit columns and row hash the writer adds)."""
-        return [f.name for f in StructType.fromDDL(self.columns)]
+        return [f.name for f in ddl_schema(self.columns)]
 
 
 TABLES: dict[str, TableSpec] = {
@@ -438,13 +438,15 @@ class Lakehouse:
     def visible_clips(self, imported: bool = True) -> DataFrame:
         """The `clips` rows readers may use: of videos whose split is committed with the clips'
         parameters (a video being split again shows none until its new rows are all in), and (with
-        `imported`) of videos loaded by import-panda-csv."""
+        `imported`) the other clips of videos loaded by import-panda-csv (their published clips,
+        before split cut them)."""
         clips = self.read("clips")
         split = self.committed("split").select(F.col("key").alias("video_id"), F.col("version").alias("params_hash"))
         visible = clips.join(split, ["video_id", "params_hash"], "left_semi")
-        if imported:
+        if imported:  # those not cut at their published times yet (or being cut again)
             visible = visible.unionByName(clips.join(
-                self.read("videos").filter(is_imported()).select("video_id"), "video_id", "left_semi"))
+                self.read("videos").filter(is_imported()).select("video_id"), "video_id", "left_semi")
+                .join(split, ["video_id", "params_hash"], "left_anti"))
         return visible
 
     def remove_clips(self, clips: DataFrame) -> dict[str, int]:
@@ -548,11 +550,18 @@ def _cols(alias: str, names: list[str]) -> str:
 
 
 # Rows loaded from published Panda-70M metadata (import-panda-csv) carry videos.extra['origin'] =
-# IMPORTED_ORIGIN: their path is a URL and their clips have no frames, so the stages that decode
-# videos or need frames leave them out instead of failing on them.
+# IMPORTED_ORIGIN, and their clips the published timestamps. Until `download` fetches the source,
+# their path is a URL and their clips have no frames, so the stages that decode videos or need
+# frames leave them out instead of failing on them; once it has, split cuts them at those times.
 IMPORTED_ORIGIN = "panda70m-csv"
 
 
 def is_imported(extra: str = "extra") -> Column:
-    """True for a `videos` row loaded by import-panda-csv (never NULL)."""
+    """True for a `videos` row loaded by import-panda-csv (never NULL), downloaded or not."""
     return F.coalesce(F.col(extra).getItem("origin") == F.lit(IMPORTED_ORIGIN), F.lit(False))
+
+
+def has_file() -> Column:
+    """True for a `videos` row whose source file is there to decode: probed by ingest or download
+    (an imported video not downloaded yet has only its URL)."""
+    return F.col("probe_version").isNotNull()

@@ -50,7 +50,7 @@ def test_relative_root_is_made_absolute_against_the_working_directory(tmp_path, 
     "override, message",
     [
         ("ingest.manifst=x.csv", "unknown conf key 'ingest.manifst' (known keys under 'ingest': batch_rows, manifest,"),
-        ("ingestion.manifest=x.csv", "unknown conf key 'ingestion' (known keys at the top level: caption, catalog, export, finetune, ingest,"),
+        ("ingestion.manifest=x.csv", "unknown conf key 'ingestion' (known keys at the top level: caption, catalog, download, export, finetune, ingest,"),
         ("ingest.batch_rows=abc", "conf key 'ingest.batch_rows': expected an integer, got 'abc'"),
         ("ingest.batch_rows=0", "conf key 'ingest.batch_rows': expected an integer ≥ 1, got 0"),
         ("ingest.batch_rows=2.5", "conf key 'ingest.batch_rows': expected an integer, got 2.5"),

@@ -43,7 +43,7 @@ GLUE_FACTORY = "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClien
 # EMR 7.x (Amazon Linux 2023, cgroup v2): YARN's GPU isolation needs cgroup v1's devices controller,
 # which bootstrap.sh mounts here (AWS's Spark-RAPIDS page for 7.x).
 CGROUP_ROOT = "/spark-rapids-cgroup"
-RELEASE_LABEL = "emr-7.11.0"  # Spark 3.5, Delta 3.3: no EMR release ships Spark 4 (README: a known gap)
+RELEASE_LABEL = "emr-7.11.0"  # Spark 3.5.6, Delta 3.3.2: no EMR release ships Spark 4 (tested: make test-spark35)
 GPU_NODES = 4  # g5 nodes have one GPU each: emr.yaml's student.num_processes needs four task slots
 VENV_PACK = "venv-pack==0.2.0"
 GLUE_DATABASE = re.compile(r"[a-z0-9_]{1,255}")

@@ -16,7 +16,8 @@ Input: every clip with a selected caption (`captions.caption` and a finite `matc
   or cut from the source: every video decoded once, in one task), `.txt` (caption) and `.json`
   (clip_id, video_id, url, times, teacher, matching_score, good_match, ...); a video's clips stay
   in one shard, a shard is closed once it holds `export.clips_per_shard` clips. Clips of imported
-  videos (no file) are in the CSV only.
+  videos not downloaded (no file), and published clips past the end of their download (no frame
+  range), are in the CSV only.
 - `_manifest.json`: every file with its rows (videos), clips, bytes and sha256, sorted by path;
   rewritten after each wave, so it always describes the files on disk.
 
@@ -66,7 +67,7 @@ from panda_spark.config import Config
 from panda_spark.dataset import writers
 from panda_spark.dataset.panda70m import header_line
 from panda_spark.runs import StageReport
-from panda_spark.tables import Lakehouse, is_imported
+from panda_spark.tables import Lakehouse, has_file
 from panda_spark.waves import Progress
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def exported_clips(lake: Lakehouse, good_match_only: bool) -> DataFrame:
              .groupBy("clip_id").agg(F.array_sort(F.collect_list(F.struct("start_s", "end_s", "forced")))
                                      .alias("shots")))
     videos = lake.read("videos").select(
-        "video_id", "url", "path", is_imported().alias("imported"), F.col("content_hash").alias("source_hash"),
+        "video_id", "url", "path", (~has_file()).alias("csv_only"), F.col("content_hash").alias("source_hash"),
         F.from_json(F.col("extra").getItem("desirable_filtering"), "MAP<STRING, STRING>").alias("labels"))
     return (clips.join(captions.select("clip_id", "caption", "teacher", "teacher_version", "matching_score",
                                        "good_match"), "clip_id")
@@ -127,10 +128,10 @@ def exported_clips(lake: Lakehouse, good_match_only: bool) -> DataFrame:
 
 
 def per_video(clips: DataFrame) -> DataFrame:
-    """video_id, url, path, imported, source_hash, clips (array of the clip rows, in time order)."""
+    """video_id, url, path, csv_only, source_hash, clips (array of the clip rows, in time order)."""
     fields = ["start_s", "end_s", "clip_id", "clip_idx", "start_frame", "end_frame", "clip_path", "caption",
               "teacher", "teacher_version", "matching_score", "good_match", "desirable_filtering", "shots"]
-    return clips.groupBy("video_id", "url", "path", "imported", "source_hash").agg(
+    return clips.groupBy("video_id", "url", "path", "csv_only", "source_hash").agg(
         F.array_sort(F.collect_list(F.struct(*fields))).alias("clips"))
 
 
@@ -225,11 +226,11 @@ def _plan(state: _Run) -> tuple[DataFrame, dict, dict]:
     (1 per CSV row, its clips per shard), prior_clips, file_index, state; the count of rows per
     state; the files (see :func:`_files`)."""
     spark, cfg, lake = state.spark, state.cfg, state.lake
-    current = current_videos(lake, cfg).select("video_id", "imported", "csv_hash", "wds_hash", "n")
+    current = current_videos(lake, cfg).select("video_id", "csv_only", "csv_hash", "wds_hash", "n")
     cur = current.select("video_id", F.lit("csv").alias("output"), F.col("csv_hash").alias("hash"),
                          F.lit(1).alias("weight"))
     if cfg.export.webdataset:
-        cur = cur.unionByName(current.filter(~F.col("imported")).select(
+        cur = cur.unionByName(current.filter(~F.col("csv_only")).select(
             "video_id", F.lit("webdataset").alias("output"), F.col("wds_hash").alias("hash"), F.col("n").alias("weight")))
     prior = lake.read("exported_videos").filter(F.col("file_index").isNotNull()).select(
         "video_id", "output", F.col("file_index").alias("prior_file"), F.col("clips").alias("prior_clips"),

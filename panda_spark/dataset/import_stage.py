@@ -4,7 +4,8 @@ Input: `--csv PATH`, one CSV or a directory of `*.csv` (the release's files, or 
 reads each file (multiLine-safe, all cells as strings, one character per byte) and the records
 are decoded as UTF-8, parsed and validated in a `mapInPandas` task
 (:mod:`panda_spark.dataset.importer`; list cells are never evaluated).
-Output, MERGEd by key (a reimport adds and changes nothing):
+Output, MERGEd by key (a reimport adds and changes nothing, and leaves what later stages made of the
+rows: a downloaded video's file and probe, split's cut of a published clip, a caption select chose):
 
 - `videos`: path = url (all its loaded records have the same), `extra['origin'] = 'panda70m-csv'`
   (:func:`panda_spark.tables.is_imported`: split, caption and the student skip these videos),
@@ -43,10 +44,11 @@ from panda_spark.dataset.panda70m import COLUMNS, REQUIRED_COLUMNS
 from panda_spark.errors import ConfigError
 from panda_spark.runs import StageReport
 from panda_spark.select.calibrate import PAPER_GOOD_MATCH_THRESHOLD
-from panda_spark.tables import IMPORTED_ORIGIN, TABLES, Lakehouse
+from panda_spark.tables import IMPORTED_ORIGIN, TABLES, Lakehouse, has_file, is_imported
 
 STAGE = "import-panda-csv"
 _FIRST = ["source_file", "source_row"]  # of several records of one video or clip, the first wins
+_CUT_COLUMNS = ("start_frame", "end_frame", "embedding", "params_hash", "clip_path")  # split's, on a published clip
 _BOM = "\ufeff".encode("utf-8").decode(READ_ENCODING)  # a UTF-8 byte order mark as read
 
 
@@ -122,7 +124,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
     results = records.repartition(partitions).mapInPandas(import_batch, RESULT_SCHEMA).localCheckpoint(eager=True)
     rows_in = results.count()
 
-    probed = lake.read("videos").filter(F.col("probe_version").isNotNull()).select("video_id")
+    probed = lake.read("videos").filter(has_file() & ~is_imported()).select("video_id")
     parsed = results.filter("status = 'ok'")
     ingested = parsed.join(probed, "video_id", "left_semi").select(
         "key", "source_file", "source_row", F.lit("AlreadyIngested").alias("error_class"),
@@ -145,16 +147,20 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
         "video_id", *_FIRST, "c.*"), "clip_id").localCheckpoint(eager=True)
     shots = _first_per(loaded.select("video_id", *_FIRST, F.explode("shots").alias("s")).select(
         "video_id", *_FIRST, "s.*"), "shot_id")
+    # a re-import leaves what later stages made of a clip: split's cut, select's caption
+    selected = lake.read("captions").filter(F.col("scorer_version") != F.lit(SCORER)).select("clip_id")
     merged = {
         "videos": lake.merge("videos", lake.complete("videos", _video_rows(lake, loaded, clips))),
         "clips": lake.merge("clips", _renumbered(lake, "clips", lake.complete("clips", clips.select(
             "clip_id", "video_id", "start_s", "end_s", "start_timecode", "end_timecode", "shot_ids",
-            F.lit(IMPORTED_ORIGIN).alias("preset"), F.lit(IMPORT_VERSION).alias("splitter_version"))),
+            F.lit(IMPORTED_ORIGIN).alias("preset"), F.lit(IMPORT_VERSION).alias("splitter_version"))
+            .join(lake.read("clips").select("clip_id", *_CUT_COLUMNS), "clip_id", "left")),
             "clip_id", "clip_idx")),
         "shots": lake.merge("shots", _renumbered(lake, "shots", lake.complete("shots", shots.select(
             "shot_id", "video_id", "start_s", "end_s", F.lit(IMPORT_VERSION).alias("splitter_version"))),
             "shot_id", "shot_idx")),
-        "captions": lake.merge("captions", lake.complete("captions", clips.select(
+        "captions": lake.merge("captions", lake.complete("captions", clips.join(
+            selected, "clip_id", "left_anti").select(
             "clip_id", "caption", F.lit(TEACHER).alias("teacher"), F.lit(IMPORT_VERSION).alias("teacher_version"),
             "matching_score", F.lit(SCORER).alias("scorer_version"),
             (F.col("matching_score") > F.lit(float(_good_match_threshold(cfg)))).alias("good_match")))),
@@ -175,7 +181,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
 
 def _video_rows(lake: Lakehouse, loaded: DataFrame, clips: DataFrame) -> DataFrame:
     """One `videos` row per loaded video: its url; extra holds the origin and the
-    desirable_filtering labels of its clips, this import's over those a previous one stored."""
+    desirable_filtering labels of its clips, this import's over those a previous one stored. A
+    video `download` has fetched keeps its file and probe columns."""
     first = _first_per(loaded, "video_id").select("video_id", "url")
     stored = (lake.read("videos").join(first, "video_id", "left_semi").select("video_id", F.explode(
         F.from_json(F.col("extra").getItem("desirable_filtering"), "MAP<STRING, STRING>")).alias("clip_id", "label"))
@@ -188,8 +195,10 @@ def _video_rows(lake: Lakehouse, loaded: DataFrame, clips: DataFrame) -> DataFra
                       F.collect_list(F.struct("clip_id", "label"))))).alias("labels")))
     extra = F.map_filter(F.create_map(F.lit("origin"), F.lit(IMPORTED_ORIGIN),
                                       F.lit("desirable_filtering"), F.col("labels")), lambda k, v: v.isNotNull())
-    return first.join(label_json, "video_id", "left").select(
-        "video_id", F.col("url").alias("path"), "url", extra.alias("extra"))
+    downloaded = lake.read("videos").filter(has_file()).join(first, "video_id", "left_semi").select(
+        *[c for c in TABLES["videos"].domain_columns if c not in ("url", "extra")])
+    return (first.join(label_json, "video_id", "left").select("video_id", "url", extra.alias("extra"))
+            .join(downloaded, "video_id", "left").withColumn("path", F.coalesce("path", "url")))
 
 
 def _good_match_threshold(cfg: Config) -> float:

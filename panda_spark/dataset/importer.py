@@ -15,13 +15,10 @@ from typing import Iterator
 
 import pandas as pd
 
-from panda_spark.dataset.panda70m import COLUMNS, format_timestamp, parse_row
+from panda_spark.dataset.panda70m import COLUMNS, IMPORT_VERSION, SCORER, TEACHER, format_timestamp, parse_row
 from panda_spark.errors import DuplicateVideoId, InputError, InvalidEncoding
 from panda_spark.runs import stable_id
 
-IMPORT_VERSION = "panda70m-csv-1"
-TEACHER = "panda70m"  # captions.teacher of imported captions: the release's selected caption
-SCORER = "panda70m-release"  # their matching score came from the release's fine-tuned UMT selector
 
 RESULT_SCHEMA = (
     "key STRING, source_file STRING, source_row BIGINT, video_id STRING, url STRING, status STRING, "

@@ -33,6 +33,12 @@ from dataclasses import dataclass, field
 
 from panda_spark.errors import InputError, MissingField
 
+# How rows loaded from the release are marked (import-panda-csv writes them; split's published
+# cut and select read them): the version in their ids, the teacher and scorer of their captions.
+IMPORT_VERSION = "panda70m-csv-1"
+TEACHER = "panda70m"  # captions.teacher of imported captions: the release's selected caption
+SCORER = "panda70m-release"  # their matching score came from the release's fine-tuned UMT selector
+
 COLUMNS = ("videoID", "url", "timestamp", "caption", "matching_score", "desirable_filtering",
            "shot_boundary_detection")
 REQUIRED_COLUMNS = COLUMNS[:5]

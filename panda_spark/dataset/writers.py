@@ -22,7 +22,7 @@ import pandas as pd
 from panda_spark import storage
 from panda_spark.dataset.panda70m import (ClipRecord, build_row, clip_shots, csv_line, detected_shots, format_timestamp,
                                           header_line)
-from panda_spark.errors import InputError, MissingField
+from panda_spark.errors import InputError
 from panda_spark.video.decode import decode_failure
 
 # One row per video (status written | error; rows, sha256, bytes NULL) and one per file (status
@@ -137,6 +137,7 @@ def write_shards(batches: Iterator[pd.DataFrame], out_dir: str) -> Iterator[pd.D
                 except Exception as exc:  # one unreadable video must not stop the shard
                     status.append(_video_status(index, video_id, 0, "error", *decode_failure(exc)))
                     continue
+                clips = [clip for clip in clips if clip["clip_id"] in media]
                 for clip in clips:
                     key = clip["clip_id"]  # a uuid: no dots (webdataset splits keys at the first one)
                     _add(tar, f"{key}.mp4", media[key])
@@ -166,7 +167,8 @@ def probe_media(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 
 def clip_media(path: str, clips: list[dict], tmp: str) -> dict[str, bytes]:
-    """clip_id → mp4 bytes: the stored clip file where there is one, else cut from the source."""
+    """clip_id → mp4 bytes: the stored clip file where there is one, else cut from the source. A
+    clip without a frame range (a published clip past the end of its download) has none."""
     from panda_spark.video.clip_writer import write_clips
 
     media, ranges = {}, {}
@@ -174,9 +176,7 @@ def clip_media(path: str, clips: list[dict], tmp: str) -> dict[str, bytes]:
         if clip["clip_path"]:
             with storage.open_binary(clip["clip_path"]) as fh:
                 media[clip["clip_id"]] = fh.read()
-        elif clip["start_frame"] is None or clip["end_frame"] is None:
-            raise MissingField(f"clip {clip['clip_id']} has no frame range to cut")
-        else:
+        elif clip["start_frame"] is not None and clip["end_frame"] is not None:
             ranges[clip["clip_id"]] = (int(clip["start_frame"]), int(clip["end_frame"]))
     if ranges:
         cut_dir = tempfile.mkdtemp(dir=tmp)

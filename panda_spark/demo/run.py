@@ -1,7 +1,8 @@
-"""`make demo`: render a synthetic source set (plus a few broken inputs), run `panda-spark pipeline`
-on it in the embedded lakehouse (ingest, split, caption, select, student training, evaluation,
-views, export), then a labelling round (labels, selector fine-tuning), and print what the tables
-hold."""
+"""`make demo`: render a synthetic source set (plus a few broken inputs), import a "published"
+Panda-70M CSV whose urls point at a local HTTP server the demo starts, run `panda-spark pipeline`
+on it all in the embedded lakehouse (ingest, download, split — detected and at published
+timestamps —, caption, select, student training, evaluation, views, export), then a labelling
+round (labels, selector fine-tuning), and print what the tables hold."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from panda_spark.config import Config
 from panda_spark.demo import bad_inputs
-from panda_spark.demo.synthetic import render_demo_sources, write_manifest
+from panda_spark.demo.published import serve_directory, write_published_csv
+from panda_spark.demo.synthetic import describe_demo_sources, render_demo_sources, write_manifest
 from panda_spark.runs import new_run_id
 from panda_spark.tables import Lakehouse, qualified_name
 from panda_spark.tabular import write_rows
@@ -51,13 +53,20 @@ def write_demo_labels(lake: Lakehouse, path: Path, teacher: str = "qwen2-vl-tiny
 def run_demo(cfg: Config) -> int:
     """The whole pipeline on the synthetic set, then a round of human labels and selector
     fine-tuning (a second, short pipeline run), then what the tables hold."""
-    from panda_spark.pipeline import run_pipeline
+    from panda_spark.pipeline import run_pipeline, run_stage
     from panda_spark.spark import get_spark
 
-    manifest = build_demo_manifest(cfg.root / "demo")
+    demo_dir = cfg.root / "demo"
+    manifest = build_demo_manifest(demo_dir)
     print(f"demo sources and manifest: {manifest}")
     spark = get_spark(cfg)
-    report = run_pipeline(spark, cfg, new_run_id(cfg), manifest=str(manifest))
+    run_id = new_run_id(cfg)
+    dash = next(v for v in describe_demo_sources(demo_dir) if v.video_id == "-demo_dash")
+    with serve_directory(demo_dir / "served") as base_url:
+        published = write_published_csv(dash, demo_dir / "served", demo_dir / "panda70m_published.csv", base_url)
+        print(f"published Panda-70M CSV: {published} (sources served on {base_url})")
+        print(run_stage(spark, cfg, run_id, "import-panda-csv", csv=str(published)).summary())
+        report = run_pipeline(spark, cfg, run_id, manifest=str(manifest))
     print(report.summary())
     lake = Lakehouse(spark, cfg, report.run_id)
     labels = write_demo_labels(lake, cfg.root / "demo" / "selection_labels.csv")

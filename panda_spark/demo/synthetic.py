@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["SyntheticVideo", "render_demo_sources", "write_manifest"]
+__all__ = ["SyntheticVideo", "describe_demo_sources", "render_demo_sources", "write_manifest"]
 
 _AUDIO_RATE = 48000
 _AUDIO_FRAME = 1024  # samples per AAC frame
@@ -381,18 +381,20 @@ def render_demo_sources(out_dir: Path, seed: int = 0) -> list[SyntheticVideo]:
     Layout: ``out_dir/videos/<id>.mp4`` and ``out_dir/subtitles/<id>.vtt|.srt``. Files are
     always re-rendered; the same ``seed`` gives byte-identical files.
     """
+    videos = describe_demo_sources(out_dir)
+    (Path(out_dir) / "videos").mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "subtitles").mkdir(parents=True, exist_ok=True)
+    for idx, (spec, video) in enumerate(zip(_specs(), videos)):
+        _encode(spec, video.path, np.random.default_rng([seed, idx]))
+        _write_subtitles(spec, video.subtitles_path)
+    return videos
+
+
+def describe_demo_sources(out_dir: Path) -> list[SyntheticVideo]:
+    """The demo videos `render_demo_sources` renders into ``out_dir``, without rendering them."""
     out_dir = Path(out_dir)
-    videos_dir = out_dir / "videos"
-    subs_dir = out_dir / "subtitles"
-    videos_dir.mkdir(parents=True, exist_ok=True)
-    subs_dir.mkdir(parents=True, exist_ok=True)
     result = []
-    for idx, spec in enumerate(_specs()):
-        rng = np.random.default_rng([seed, idx])
-        path = videos_dir / f"{spec.video_id}.mp4"
-        _encode(spec, path, rng)
-        sub_path = subs_dir / f"{spec.video_id}{spec.subtitle_ext}"
-        _write_subtitles(spec, sub_path)
+    for spec in _specs():
         hard_cuts = tuple(
             sc.start for k, sc in enumerate(spec.scenes)
             if k > 0 and sc.start == spec.scenes[k - 1].end + 1
@@ -400,10 +402,10 @@ def render_demo_sources(out_dir: Path, seed: int = 0) -> list[SyntheticVideo]:
         stills = tuple((sc.start, sc.end) for sc in spec.scenes if sc.still)
         result.append(SyntheticVideo(
             video_id=spec.video_id,
-            path=path,
+            path=out_dir / "videos" / f"{spec.video_id}.mp4",
             title=spec.title,
             description=spec.description,
-            subtitles_path=sub_path,
+            subtitles_path=out_dir / "subtitles" / f"{spec.video_id}{spec.subtitle_ext}",
             category=spec.category,
             fps=spec.fps,
             frame_count=spec.frame_count,

@@ -20,7 +20,6 @@ import logging
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from panda_spark.config import Config
 from panda_spark.errors import ConfigError
@@ -70,7 +69,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, objective: str = "youden"
     mlflow_run_id = _log_to_mlflow(cfg, run_id, version, fit, len(clips))
     row = {"name": GOOD_MATCH, "scorer_version": version, "value": fit.threshold, "objective": objective,
            "n_clips": len(clips), "metrics": fit.metrics, "mlflow_run_id": mlflow_run_id}
-    merged = lake.merge("calibrations", spark.createDataFrame([row], StructType.fromDDL(TABLES["calibrations"].columns)))
+    merged = lake.merge("calibrations", spark.createDataFrame([row], TABLES["calibrations"].columns))
     log.info("calibrate-selection: good-match threshold %.4f for %s (%s, J %.3f, AUC %.3f)", fit.threshold, version,
              objective, fit.metrics["youden_j"], fit.metrics["auc"])
     regraded = regrade(lake, fit.threshold, version) if cfg.select.good_match_threshold is None else 0

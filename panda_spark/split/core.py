@@ -108,7 +108,8 @@ def split_scan(video_id: str, scan: VideoScan, embedder: ImageEmbedder, params: 
 
     def clip_frames(clip_id: str, event: Event) -> list[tuple[str, int, bytes]]:
         return [(role, n, scan.samples[n])
-                for role, n in _clip_frame_numbers(clip_id, event, sample_index, sample_times, params, scan.clock)]
+                for role, n in clip_frame_numbers(clip_id, event.start_frame, event.end_frame, sample_index,
+                                                  sample_times, params, scan.clock)]
 
     return _result(video_id, scan.fps, scan.clock, shots, events, drops, embedder, params, scan.sample_size,
                    clip_frames, len(scan.samples))
@@ -275,8 +276,8 @@ class _StreamingSplit:
         while self.waiting and (scan_done or self.waiting[0].end_frame <= latest):
             clip = self.waiting.popleft()
             index = list(self.samples)
-            numbers = _clip_frame_numbers(_clip_id(self.video_id, clip), clip, index, [self.clock[n] for n in index],
-                                          self.params, self.clock)
+            numbers = clip_frame_numbers(_clip_id(self.video_id, clip), clip.start_frame, clip.end_frame, index,
+                                         [self.clock[n] for n in index], self.params, self.clock)
             self.picked[(clip.start_frame, clip.end_frame)] = [(role, n, self.samples[n]) for role, n in numbers]
             picked = True
         return picked
@@ -304,17 +305,18 @@ class _StreamingSplit:
                 del self.samples[i]
 
 
-def _clip_frame_numbers(clip_id: str, event, sample_index: list[int], sample_times: list[float],
-                        params: SplitParams, clock: Sequence[float]) -> list[tuple[str, int]]:
-    """`uniform_frames` evenly spaced over the clip's time, then one keyframe at a position in
+def clip_frame_numbers(clip_id: str, start_frame: int, end_frame: int, sample_index: list[int],
+                       sample_times: list[float], params: SplitParams, clock: Sequence[float]) -> list[tuple[str, int]]:
+    """The teacher frames (role, frame number) of the clip of frames [start_frame, end_frame):
+    `uniform_frames` evenly spaced over the clip's time, then one keyframe at a position in
     `keyframe_range` drawn from the clip id (reproducible), each the sampled frame nearest in time."""
-    start = clock[event.start_frame]
-    length = clock[event.end_frame] - start
+    start = clock[start_frame]
+    length = clock[end_frame] - start
     positions = [("uniform", start + length * (k + 0.5) / params.uniform_frames) for k in range(params.uniform_frames)]
     lo, hi = params.keyframe_range
     draw = int(hashlib.sha256(clip_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     positions.append(("keyframe", start + length * (lo + (hi - lo) * draw)))
-    return [(role, _nearest(sample_index, sample_times, pos, event.start_frame, event.end_frame))
+    return [(role, _nearest(sample_index, sample_times, pos, start_frame, end_frame))
             for role, pos in positions]
 
 

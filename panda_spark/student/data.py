@@ -32,13 +32,19 @@ import pandas as pd
 from panda_spark.text.clip_text import clip_subtitles, truncate
 from panda_spark.video.frames import uniform_frames
 
-# petastorm 0.12 uses pyarrow's legacy filesystems and ParquetDataset API (deprecated since pyarrow
-# 2 and 5): a FutureWarning per use, in the driver and in every training process and reader. This
-# module is imported before petastorm in both (the driver's stage, a training process unpickling
-# its loaders).
-warnings.filterwarnings(
-    "ignore", r"(pyarrow\.(LocalFileSystem|localfs)|'ParquetDataset\.\w+' attribute|ParquetDatasetPiece) is deprecated"
-    r"|Passing 'use_legacy_dataset=True'|Specifying the 'metadata_nthreads' argument", FutureWarning, r"petastorm\.")
+def quiet_petastorm() -> None:
+    """Silence the FutureWarnings petastorm 0.12 causes by using pyarrow's legacy filesystems and
+    ParquetDataset API (deprecated since pyarrow 2 and 5): one per use, in the driver and in every
+    training process. Called on import (the driver's stage) and again where a training process
+    opens a reader, since the filters may have been replaced by then (the demo's training processes
+    printed them with the import-time filter alone)."""
+    warnings.filterwarnings(
+        "ignore", r"(pyarrow\.(LocalFileSystem|localfs)|'ParquetDataset\.\w+' attribute|ParquetDatasetPiece) is "
+        r"deprecated|Passing 'use_legacy_dataset=True'|Specifying the 'metadata_nthreads' argument", FutureWarning,
+        r"petastorm\.")
+
+
+quiet_petastorm()
 
 TOKEN_COLUMNS = ("caption", "metadata", "subtitles")
 NUMERIC_COLUMNS = ("frame_features", *[f"{c}_{k}" for c in TOKEN_COLUMNS for k in ("ids", "mask")])
@@ -223,6 +229,7 @@ class PetastormLoader(StudentLoader):
         self.converter, self.seed = converter, seed
 
     def batches(self, rank: int, world: int, batch_size: int, epoch: int):
+        quiet_petastorm()
         return self.converter.make_torch_dataloader(
             batch_size=batch_size, num_epochs=1, cur_shard=rank, shard_count=world, workers_count=1,
             shuffling_queue_capacity=0, seed=self.seed + epoch)
