@@ -39,6 +39,7 @@ SPARK35_TESTS := tests/test_spark_versions.py tests/test_tables.py tests/ingest 
 	--deselect tests/split/test_stage.py::test_a_changed_video_file_is_split_again \
 	--deselect tests/split/test_stage.py::test_clips_can_be_materialised_as_mp4_files_with_timestamps_from_zero \
 	--deselect tests/test_crash_safety.py::test_split_killed_with_sigkill_after_the_clips_commit_reruns_to_the_uninterrupted_state \
+	--deselect tests/test_crash_safety.py::test_resplit_removes_every_row_of_the_clips_it_drops_even_when_stopped_midway \
 	--deselect tests/test_crash_safety.py::test_caption_and_select_stopped_after_any_commit_rerun_to_the_uninterrupted_state
 
 # pip refuses two pins of one package: drop constraints.txt's lines for the packages the overlay pins
@@ -56,7 +57,7 @@ $(VENV35)/.installed: setup.py $(VENV35)/constraints.txt
 	touch $@
 
 test-spark35: $(VENV35)/.installed
-	$(BIN35)/python -m pytest -q $(SPARK35_TESTS)
+	$(BIN35)/python -m pytest -q -W "ignore:distutils Version classes:DeprecationWarning" $(SPARK35_TESTS)
 
 # The local MLflow store of the embedded default (runs, metrics, registered models) on
 # http://127.0.0.1:$(MLFLOW_PORT); artifacts are read from each experiment's own location.

@@ -562,6 +562,6 @@ def is_imported(extra: str = "extra") -> Column:
 
 
 def has_file() -> Column:
-    """True for a `videos` row whose source file is there to decode: probed by ingest or download
-    (an imported video not downloaded yet has only its URL)."""
-    return F.col("probe_version").isNotNull()
+    """True for a `videos` row whose source file is there to decode: an ingested video, or an
+    imported one `download` has fetched and probed (before that it has only its URL)."""
+    return ~is_imported() | F.col("probe_version").isNotNull()

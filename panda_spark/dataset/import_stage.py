@@ -124,7 +124,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, csv: str | None = None) -
     results = records.repartition(partitions).mapInPandas(import_batch, RESULT_SCHEMA).localCheckpoint(eager=True)
     rows_in = results.count()
 
-    probed = lake.read("videos").filter(has_file() & ~is_imported()).select("video_id")
+    probed = lake.read("videos").filter(~is_imported()).select("video_id")
     parsed = results.filter("status = 'ok'")
     ingested = parsed.join(probed, "video_id", "left_semi").select(
         "key", "source_file", "source_row", F.lit("AlreadyIngested").alias("error_class"),
