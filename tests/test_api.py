@@ -25,7 +25,7 @@ def test_import_panda_spark_does_not_import_pyspark_until_a_name_is_used():
 def test_run_stage_refuses_an_unknown_stage_and_overrides_beside_a_config():
     from panda_spark import load_config, run_stage
 
-    with pytest.raises(ConfigError, match="unknown stage 'spilt'; expected one of ingest, split"):
+    with pytest.raises(ConfigError, match="unknown stage 'spilt'; expected one of ingest, download, split"):
         run_stage("spilt")
     with pytest.raises(ConfigError, match="overrides apply to a conf file"):
         run_stage("create-views", load_config(), ["split.wave_videos=2"])
