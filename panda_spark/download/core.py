@@ -50,7 +50,7 @@ from panda_spark.errors import (AccessDenied, ConfigError, DownloadFailure, File
                                 NetworkError, NotAVideo, NotFound, Private, RateLimited, RemoteTimeout, ServerError,
                                 Timeout, TooLarge, TooLong, Truncated, Unavailable, UnknownScheme, UnsupportedUrl)
 from panda_spark.ingest.core import RESULT_SCHEMA as INGEST_RESULT_SCHEMA
-from panda_spark.ingest.core import IngestOptions, IngestResult, _signature, ingest_row
+from panda_spark.ingest.core import IngestOptions, IngestResult, file_signature, ingest_row
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def download_row(row: dict, options: DownloadOptions, pacer: Pacer | None = None
         fields = {k: row.get(k) for k in ("url", "title", "description")}
         extra_json = row.get("extra_json") or "{}"
         result = DownloadResult(**{**asdict(probed), "status": "downloaded", "path": final, "file_mtime": stat.mtime,
-                                   "source_signature": _signature(final, stat, None, None, fields, extra_json)})
+                                   "source_signature": file_signature(final, stat, None, None, fields, extra_json)})
         result.fetched_bytes, result.backend, result.attempts = fetched.bytes, backend, attempts
         log.debug("downloaded %s (%d bytes) in %.1f s", url, fetched.bytes, time.monotonic() - started)
         return result

@@ -1,6 +1,6 @@
 """Download stage (Spark wrapper): `videos` rows with a url and no file → downloaded, probed `videos` rows.
 
-Input: the `videos` rows with `url` set and `probe_version` NULL (imported by import-panda-csv:
+Input: the `videos` rows with `url` set and no file (`tables.has_file`: imported by import-panda-csv,
 path = url, no file yet), less those whose last `download` error is permanent (see
 :data:`panda_spark.download.core.TRANSIENT_CLASSES`; `retry_failed` takes them too). In waves
 of `download.wave_videos` videos, each host's rows are dealt round-robin into
@@ -32,9 +32,9 @@ from panda_spark import storage
 from panda_spark.config import Config
 from panda_spark.download.core import (INPUT_COLUMNS, RESULT_SCHEMA, TRANSIENT_CLASSES, DownloadOptions,
                                        download_batch, host_of)
-from panda_spark.ingest.stage import _as_videos
+from panda_spark.ingest.stage import as_videos
 from panda_spark.runs import StageReport
-from panda_spark.tables import Lakehouse
+from panda_spark.tables import Lakehouse, has_file
 from panda_spark.waves import waves
 
 STAGE = "download"
@@ -47,7 +47,7 @@ def download_dir(cfg: Config) -> str:
 
 def without_file(lake: Lakehouse) -> DataFrame:
     """`videos` rows that have a url and no file yet."""
-    return lake.read("videos").filter(F.col("url").isNotNull() & F.col("probe_version").isNull())
+    return lake.read("videos").filter(F.col("url").isNotNull() & ~has_file())
 
 
 def failed_for_good(lake: Lakehouse) -> DataFrame:
@@ -77,7 +77,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, retry_failed: bool = Fals
         spark.sparkContext.setJobDescription(f"download: wave {wave.index + 1}")
         results = fetched(rows.join(wave.keys, "video_id", "left_semi"), cfg, options).localCheckpoint(eager=True)
         downloaded = results.filter("status = 'downloaded'")
-        lake.merge("videos", _as_videos(downloaded))
+        lake.merge("videos", as_videos(downloaded))
         errors = results.filter("status = 'error'")
         lake.record_errors(STAGE, errors)
         lake.clear_errors(STAGE, downloaded)

@@ -137,7 +137,7 @@ def _ingest(row: dict, key: str, options: IngestOptions) -> IngestResult:
             )
 
     fields = {k: _text(row.get(k)) for k in ("url", "title", "description")}
-    signature = _signature(path, stat, subtitles_value, subtitle_stat, fields, row.get("extra_json"))
+    signature = file_signature(path, stat, subtitles_value, subtitle_stat, fields, row.get("extra_json"))
     if signature == row.get("prior_signature"):
         return IngestResult("unchanged", key, video_id=video_id)
 
@@ -166,7 +166,7 @@ def _ingest(row: dict, key: str, options: IngestOptions) -> IngestResult:
     )
 
 
-def _signature(path, stat, subtitles_value, subtitle_stat, fields, extra_json) -> str:
+def file_signature(path, stat, subtitles_value, subtitle_stat, fields, extra_json) -> str:
     """What decides whether a video must be probed again: the file's identity and the manifest's fields."""
     parts = [PROBE_VERSION, path, stat.size, stat.mtime, subtitles_value,
              subtitle_stat and (subtitle_stat.size, subtitle_stat.mtime), fields, extra_json or "{}"]

@@ -62,7 +62,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str, manifest: str | None = No
         results = results.localCheckpoint(eager=True)
     progress.advance(0, progress.total - progress.done)
     by_status = dict(results.groupBy("status").count().collect())
-    merged = lake.merge("videos", _as_videos(results.filter("status = 'ingested'")))
+    merged = lake.merge("videos", as_videos(results.filter("status = 'ingested'")))
     errors = results.filter("status = 'error'").unionByName(duplicates, allowMissingColumns=True)
     errors = errors.localCheckpoint(eager=True)
     errored = lake.record_errors(STAGE, errors)
@@ -138,7 +138,8 @@ def split_duplicate_ids(rows: DataFrame) -> tuple[DataFrame, DataFrame]:
     return rows.filter(keep).drop("_first_path", "_n"), duplicates
 
 
-def _as_videos(probed: DataFrame) -> DataFrame:
+def as_videos(probed: DataFrame) -> DataFrame:
+    """Probed rows (`ingest_row` results: ingest's, and download's) as `videos` rows."""
     return (
         probed.withColumn("extra", F.from_json("extra_json", "MAP<STRING, STRING>"))
         .withColumn("file_mtime", F.timestamp_seconds("file_mtime"))

@@ -10,7 +10,7 @@ import pytest
 from panda_spark.download import stage
 from panda_spark.download.core import destination_path
 from panda_spark.ingest.core import RESULT_SCHEMA, IngestOptions, ingest_row
-from panda_spark.ingest.stage import _as_videos
+from panda_spark.ingest.stage import as_videos
 from panda_spark.pipeline import _skip_reason
 from panda_spark.spark import get_spark
 from panda_spark.tables import IMPORTED_ORIGIN, Lakehouse
@@ -42,7 +42,7 @@ def test_download_probes_imported_videos_records_failures_and_reruns_only_transi
     ingested = str(videos["c.mp4"])  # a video ingest probed: it has a file, download leaves it alone
     probe = ingest_row({"video_id": "local", "path": ingested, "url": media_server.url("v/c.mp4"),
                         "manifest_dir": "", "manifest_row": 0}, IngestOptions())
-    lake.merge("videos", _as_videos(lake.spark.createDataFrame([asdict(probe)], RESULT_SCHEMA)))
+    lake.merge("videos", as_videos(lake.spark.createDataFrame([asdict(probe)], RESULT_SCHEMA)))
     assert _skip_reason(lake, "download", {}) is None
 
     report = stage.run(lake.spark, cfg, "run-1")
