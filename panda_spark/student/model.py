@@ -85,6 +85,9 @@ class StudentCaptioner(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(config.language_model)
         self.prompt = Prompt(self.tokenizer, config.max_text_tokens)
         self.lm = AutoModelForCausalLM.from_pretrained(config.language_model)
+        # transformers warns that a loss type it cannot infer from the class (GPT-2, OPT) is
+        # unrecognised, then uses this one: the caption tokens' next-token loss, named here
+        self.lm.loss_type = self.lm.loss_type or "ForCausalLM"
         lm_width = self.lm.get_input_embeddings().embedding_dim
         self.lm.requires_grad_(config.train_language_model)
         h = config.hidden

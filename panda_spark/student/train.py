@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,11 @@ def train_fn(job: TrainJob) -> dict:
     for epoch in range(start_epoch, job.epochs + 1):
         ddp.train()
         started, seen = time.perf_counter(), 0
-        # shards differ in length: join() lets a rank that ran out shadow the others' all-reduces
-        with job.train.batches(rank, world, job.batch_size, epoch) as batches, ddp.join():
+        # shards differ in length: join() lets a rank that ran out shadow the others' all-reduces.
+        # Join's exit calls warnings.simplefilter("once") process-wide, which would unmute the
+        # reader's threads (petastorm's FutureWarnings): it runs inside catch_warnings, after the
+        # reader has stopped.
+        with warnings.catch_warnings(), ddp.join(), job.train.batches(rank, world, job.batch_size, epoch) as batches:
             for raw in batches:
                 batch = to_model_batch(raw, job.config.num_frames, device, True, job.config.subtitles_dropout,
                                        job.config.metadata_dropout, generator)

@@ -3,6 +3,7 @@ the text branch, decoding, memorising a tiny task, the model's save/load round t
 dropout, the in-memory loader's shards."""
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,19 @@ def test_caption_metrics_equal_known_values():
     assert partial["ROUGE-L"] == pytest.approx(0.1969330105, rel=1e-6)
     assert partial["CIDEr"] == pytest.approx(0.6066536297, rel=1e-6)
     assert partial["METEOR"] == pytest.approx(0.1450643843, rel=1e-3)
+
+
+def test_caption_metrics_score_garbled_captions_without_the_tokenizers_warnings(capfd):
+    # a barely trained student emits control characters and U+FFFD; the PTB tokenizer drops them
+    # but prints "Untokenizable" on its own stderr; a line separator would shift "b" onto "a"s tokens
+    pytest.importorskip("pycocoevalcap")
+    from panda_spark.student.metrics import caption_metrics
+
+    refs = {"a": ["a man rides a bike"], "b": ["two dogs play"]}
+    clean = caption_metrics(refs, {"a": "a man rides", "b": "dogs play"}, ("BLEU-4", "CIDEr"))
+    garbled = caption_metrics(refs, {"a": "a man\x07 rides\ufffd\u2028", "b": "dogs\ufffd play"}, ("BLEU-4", "CIDEr"))
+    assert garbled == pytest.approx(clean) and clean["CIDEr"] > 0
+    assert capfd.readouterr().err == ""  # nor its "PTBTokenizer tokenized N tokens" line
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +250,7 @@ def test_save_and_load_give_the_same_loss_and_reject_another_format(parts, tmp_p
     _, rows, config = parts
     torch.manual_seed(0)
     model = StudentCaptioner(config).eval()
+    assert model.lm.loss_type == "ForCausalLM"  # named, so transformers need not warn it guessed
     batch = _batch(rows)
     with torch.no_grad():
         before = model(batch).item()
@@ -311,6 +326,20 @@ def test_a_job_started_again_resumes_after_its_last_checkpoint(parts, tmp_path):
     steps = [m.step for m in client.get_metric_history(second_id, "loss")]
     assert (min(steps), max(steps)) == (7, 9)  # 3 steps an epoch, counting on from the checkpoint
     assert StudentCaptioner.load(tmp_path / "out").config.hidden == config.hidden
+
+
+def test_training_leaves_the_warning_filters_as_it_found_them(parts, tmp_path):
+    # torch's Join sets simplefilter("once") on exit; left in place it unmutes petastorm's reader threads
+    from panda_spark.student.train import TrainJob
+
+    _, rows, config = parts
+    job = TrainJob(config=config, train=MemoryLoader(rows), val=MemoryLoader(rows), eval_rows=rows.iloc[:0],
+                   epochs=1, batch_size=4, learning_rate=1e-3, weight_decay=0.0, seed=0, use_gpu=False,
+                   tracking_uri=None, mlflow_run_id=None, checkpoint_dir=str(tmp_path / "ckpt"),
+                   output_dir=str(tmp_path / "out"))
+    before = list(warnings.filters)
+    assert run_train_fn_alone(job)["epoch"] == 1
+    assert warnings.filters == before
 
 
 def test_rows_adapter_turns_a_clip_without_frames_into_an_error_row(parts):
