@@ -13,6 +13,7 @@ import subprocess
 import unicodedata
 
 METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+_NOT_TOKENIZED = ("Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp")  # Unicode categories: control ... paragraph separator
 
 
 def caption_metrics(references: dict[str, list[str]], candidates: dict[str, str],
@@ -35,7 +36,6 @@ def caption_metrics(references: dict[str, list[str]], candidates: dict[str, str]
             score, _ = scorers[name].compute_score(refs, cands)
             scores[name] = float(score[3] if name == "BLEU-4" else score)
     return scores
-
 
 
 def ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -62,5 +62,4 @@ def _tokenizable(text: str) -> str:
     """`text` on one line without the characters the tokenizer drops with a warning (control and
     unassigned characters, U+FFFD) or breaks a line at (line and paragraph separators), which
     would shift every later caption onto another's tokens."""
-    return "".join(" " if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") or c == "\ufffd"
-                   else c for c in text)
+    return "".join(" " if c == "\ufffd" or unicodedata.category(c) in _NOT_TOKENIZED else c for c in text)
