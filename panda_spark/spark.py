@@ -99,6 +99,11 @@ def _embedded_session(cfg: Config) -> SparkSession:
         # Delta rebuilds a table's state with 50 tasks by default: seconds of overhead per
         # read on a laptop, for tables of a few files.
         "spark.databricks.delta.snapshotPartitions": "2",
+        # A laptop's tables are below the runtime bloom filter's 10 MB creation-side limit, so Spark
+        # would scan a table once more to build a 1 MiB filter for the few ids of a wave (a
+        # checkpointed key set, whose size it does not know) and warn of the task binaries that
+        # carry it. Cluster tables are past that limit.
+        "spark.sql.optimizer.runtime.bloomFilter.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.python.worker.reuse": str(cfg.spark.python_worker_reuse).lower(),
         "spark.sql.session.timeZone": "UTC",

@@ -416,13 +416,18 @@ class Lakehouse:
         Every row of a video is written after the video was first ingested, so `created_at` at or
         after the earliest first ingest of these videos (less an hour for clock skew between
         drivers) holds them all: Delta skips the files written before by their statistics, and an
-        increment of new videos reads the new files, not the table."""
+        increment of new videos reads the new files, not the table.
+
+        A wave's few videos are broadcast: the rows (frames hold JPEGs) are filtered where they are
+        read instead of shuffled, and Spark does not scan the table once more to build a runtime
+        bloom filter for the ids (it takes a checkpointed key set of unknown size for a large one)."""
         wanted = videos.select("video_id").distinct()
-        first = self.read("videos").join(wanted, "video_id", "left_semi").agg(F.min("created_at")).first()[0]
+        first, count = self.read("videos").join(wanted, "video_id", "left_semi").agg(
+            F.min("created_at"), F.count(F.lit(1))).first()
         rows = self.read(table)
         if first is not None:
             rows = rows.filter(F.col("created_at") >= F.lit(first - CLOCK_SKEW))
-        return rows.join(wanted, "video_id", "left_semi")
+        return rows.join(F.broadcast(wanted) if count <= BROADCAST_MAX_KEYS else wanted, "video_id", "left_semi")
 
     def committed(self, stage: str, version: str | None = None) -> DataFrame:
         """key, version, input_hash: the units of work `stage` has committed (of `version`)."""
@@ -472,6 +477,8 @@ CLIP_TABLES = ("clip_frames", "candidate_captions", "captions", "selection_label
 CLIP_KEYED_STAGES = ("caption", "select", "train-student", "selection_labels", "calibrate-selection")
 # How far the clocks of two drivers that wrote one lakehouse may disagree (see rows_of_videos).
 CLOCK_SKEW = timedelta(hours=1)
+# Key sets up to this many ids are broadcast to the executors (about 10 MB of uuids; see rows_of_videos).
+BROADCAST_MAX_KEYS = 200_000
 # A MERGE whose source holds at most this many values of the clustering column names them in its
 # condition, so that Delta reads only the files whose statistics may hold them.
 PRUNE_MAX_VALUES = 2000

@@ -55,10 +55,13 @@ def run_tags(run_id: str, stage: str, **extra: str) -> dict[str, str]:
     return tags
 
 
-def log_registered_pyfunc(name: str, python_model, artifacts: dict[str, str], signature, example,
-                          registered_model: str) -> str:
-    """Log a pyfunc under the active run with our package as code (so it loads where panda-spark is
-    not installed) and register it; the new version number."""
+def log_registered_pyfunc(name: str, model_module: str, artifacts: dict[str, str], signature, example,
+                          registered_model: str, model_config: dict | None = None) -> str:
+    """Log a pyfunc under the active run and register it; the new version number. The model is the
+    file of `model_module`, a models-from-code file (MLflow's recommended form: no pickled object,
+    so a model loads under another Python or cloudpickle), with `model_config` and our package as
+    code paths (so it loads where panda-spark is not installed)."""
+    import importlib.util
     import os
 
     import mlflow
@@ -68,7 +71,8 @@ def log_registered_pyfunc(name: str, python_model, artifacts: dict[str, str], si
     import panda_spark
 
     info = mlflow.pyfunc.log_model(
-        name=name, python_model=python_model, artifacts=artifacts, signature=signature, input_example=example,
+        name=name, python_model=importlib.util.find_spec(model_module).origin, model_config=model_config,
+        artifacts=artifacts, signature=signature, input_example=example,
         code_paths=[os.path.dirname(panda_spark.__file__)],
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
                           "numpy", "pandas", "opencv-python-headless", "PyYAML", "safetensors"],

@@ -114,3 +114,34 @@ def test_waves_cover_every_pending_key_once_in_bounded_waves(lakehouse):
     assert len(sizes) == 8 and max(sizes) < 2 * 128  # ceil(1000 / 128) waves of about 128
     assert lines[-1].startswith("test: wave 8 of 8: 1000/1000 clips (") and "ETA 0:00:00" in lines[-1]
     assert list(waves(pending.limit(0), "clip_id", 128, "test", "clips")) == []
+
+
+def test_the_frames_of_a_waves_videos_are_filtered_where_read(lakehouse, monkeypatch):
+    from panda_spark import tables
+
+    spark = lakehouse.spark
+    lakehouse.merge("videos", lakehouse.complete("videos", spark.createDataFrame(
+        [(f"v{i}", f"/v{i}.mp4") for i in range(3)], "video_id string, path string")))
+    lakehouse.merge("clip_frames", spark.createDataFrame(
+        [(f"c{i}", k, f"v{i}", k, "uniform", 8, 8, bytes([i, k])) for i in range(3) for k in range(2)],
+        "clip_id string, frame_idx int, video_id string, frame_number bigint, role string, width int, height int, "
+        "jpeg binary"))
+    # a wave's clips, as the stages hold them: a checkpointed key set
+    wave = spark.createDataFrame([("c1", "v1")], "clip_id string, video_id string").localCheckpoint(eager=True)
+
+    def read(frames):
+        rows = [(r.clip_id, sorted((f.frame_idx, bytes(f.jpeg)) for f in r.frames)) for r in frames.collect()]
+        query = frames._jdf.queryExecution()
+        return rows, query.sparkPlan().toString(), query.executedPlan().toString()
+
+    rows, planned, executed = read(lakehouse.frames_for(wave))
+    assert rows == [("c1", [(0, b"\x01\x00"), (1, b"\x01\x01")])]
+    # the few video ids are broadcast: the table's rows (JPEGs) are not shuffled to meet them
+    assert "BroadcastHashJoin [video_id" in planned and "SortMergeJoin [video_id" not in planned
+    # and no runtime bloom filter scans the table once more for them: the demo's student wave had
+    # one (a key set estimated at 22.7 GiB after its joins), with 1-4 MiB task binaries and warnings
+    assert "might_contain" not in executed
+    assert spark.conf.get("spark.sql.optimizer.runtime.bloomFilter.enabled") == "false"
+    monkeypatch.setattr(tables, "BROADCAST_MAX_KEYS", 0)  # more ids than that: joined by shuffle
+    rows_shuffled, planned, _ = read(lakehouse.frames_for(wave))
+    assert rows_shuffled == rows and "SortMergeJoin [video_id" in planned

@@ -28,7 +28,7 @@ from panda_spark.runs import StageReport
 from panda_spark.spark import content_fingerprint
 from panda_spark.splits import held_out_column
 from panda_spark.select.finetune import FinetuneParams, parquet_examples, train_selector
-from panda_spark.select.registry import ARTIFACT, SelectorModel, scorer_spec, signature
+from panda_spark.select.registry import ARTIFACT, scorer_spec, signature
 from panda_spark.select.scorers import DualEncoder
 from panda_spark.select.stage import candidate_sets
 from panda_spark.tables import Lakehouse
@@ -132,8 +132,8 @@ def _register(encoder: DualEncoder, num_frames: int, name: str, alias: str, held
         encoder.model.save_pretrained(saved)
         encoder.processor.save_pretrained(saved)
         example = pd.DataFrame({"frames": [[encode_jpeg(f) for f in first.frames]], "captions": [first.captions]})
-        version = log_registered_pyfunc("selector", SelectorModel(num_frames), {ARTIFACT: saved}, signature(),
-                                        example, name)
+        version = log_registered_pyfunc("selector", "panda_spark.select.selector_pyfunc", {ARTIFACT: saved},
+                                        signature(), example, name, {"num_frames": num_frames})
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     return version
 

@@ -57,14 +57,13 @@ except ImportError:  # selection without MLflow installed still works; only logg
 
 
 class SelectorModel(PythonModel):
-    """pyfunc: rows of (frames: JPEG bytes of one clip, captions: its candidates) → scores."""
-
-    def __init__(self, num_frames: int):
-        self.num_frames = num_frames
+    """pyfunc: rows of (frames: JPEG bytes of one clip, captions: its candidates) → scores; the
+    model config holds `num_frames`. Logged from code (`selector_pyfunc.py`)."""
 
     def load_context(self, context) -> None:
         from panda_spark.select.scorers import DualEncoderScorer
 
+        self.num_frames = int(context.model_config["num_frames"])
         self.scorer = DualEncoderScorer(ScorerSpec(kind="dual-encoder", location=context.artifacts[ARTIFACT],
                                                    name="pyfunc", num_frames=self.num_frames, dtype="float32"))
 

@@ -113,7 +113,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
     logging.getLogger("petastorm.spark.spark_dataset_converter").addFilter(_PETASTORM_NOTICES)
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from panda_spark.student.infer import ARTIFACT, StudentModel, signature
+    from panda_spark.student.infer import ARTIFACT, signature
     from transformers import AutoConfig
 
     from panda_spark.student.model import Decoding, feature_dim
@@ -177,8 +177,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str) -> StageReport:
                                   use_gpu=s.use_gpu).run(train_fn, job)
     with mlflow.start_run(run_id=run.info.run_id):
         example = _example(lake, eval_rows["clip_id"].iloc[0], s.num_frames)
-        version = log_registered_pyfunc("student", StudentModel(), {ARTIFACT: job.output_dir}, signature(),
-                                        example, s.registered_model)
+        version = log_registered_pyfunc("student", "panda_spark.student.student_pyfunc", {ARTIFACT: job.output_dir},
+                                        signature(), example, s.registered_model)
     client.set_registered_model_alias(s.registered_model, s.alias, version)
     train_converter.delete()
     val_converter.delete()

@@ -297,6 +297,9 @@ def test_finetuning_logs_r1_registers_the_selector_and_select_can_use_it(finetun
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 4
     model_info = mlflow.models.get_model_info(f"models:/panda-selector/{version.version}")
     assert [c["name"] for c in model_info.signature.inputs.to_dict()] == ["frames", "captions"]
+    flavor = model_info.flavors["python_function"]  # logged from code with its config, not pickled
+    assert flavor["model_code_path"].endswith("selector_pyfunc.py") and "python_model" not in flavor
+    assert flavor["config"] == {"num_frames": cfg.select.num_frames}
 
     # the registered pyfunc scores clips outside Spark too
     pyfunc = mlflow.pyfunc.load_model("models:/panda-selector@candidate")

@@ -63,6 +63,25 @@ def test_two_process_training_logs_a_falling_loss_and_registers_the_student(trai
     assert errors == {"clip-no-frames": "MissingFrames"}
 
 
+def test_the_registered_student_is_code_not_a_pickle_and_captions_outside_spark(trained):
+    import numpy as np
+    import pandas as pd
+
+    from panda_spark.video.frames import encode_jpeg
+    from tests.select.colors import color_frames
+
+    cfg, _, _, _ = trained
+    version = mlflow.MlflowClient(cfg.mlflow_tracking_uri).get_model_version_by_alias("panda-student", "candidate")
+    flavor = mlflow.models.get_model_info(f"models:/panda-student/{version.version}").flavors["python_function"]
+    # logged from code (MLflow's models-from-code): nothing to unpickle, no CloudPickle warning at logging
+    assert flavor["model_code_path"].endswith("student_pyfunc.py") and "python_model" not in flavor
+    pyfunc = mlflow.pyfunc.load_model("models:/panda-student@candidate")
+    frames = [encode_jpeg(f) for f in color_frames("red", 2, np.random.default_rng(5))]
+    captions = pyfunc.predict(pd.DataFrame({"frames": [frames, frames], "metadata": ["", "Title: red"],
+                                            "subtitles": ["", ""]}))["caption"]
+    assert len(captions) == 2 and all(isinstance(c, str) and c for c in captions)
+
+
 def test_rerun_on_the_same_rows_trains_nothing(trained):
     cfg, lake, _, _ = trained
     assert stage.run(lake.spark, cfg, "stu-2").counts["trained"] == 0

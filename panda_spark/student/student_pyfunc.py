@@ -1,0 +1,7 @@
+"""The registered student's MLflow models-from-code file: MLflow runs it (with the package from the
+model's code paths) to build the pyfunc, so loading the model unpickles nothing."""
+import mlflow
+
+from panda_spark.student.infer import StudentModel
+
+mlflow.models.set_model(StudentModel())
