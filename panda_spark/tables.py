@@ -419,8 +419,7 @@ class Lakehouse:
         increment of new videos reads the new files, not the table.
 
         A wave's few videos are broadcast: the rows (frames hold JPEGs) are filtered where they are
-        read instead of shuffled, and Spark does not scan the table once more to build a runtime
-        bloom filter for the ids (it takes a checkpointed key set of unknown size for a large one)."""
+        read instead of shuffled to meet the ids, whose checkpointed set Spark cannot size."""
         wanted = videos.select("video_id").distinct()
         first, count = self.read("videos").join(wanted, "video_id", "left_semi").agg(
             F.min("created_at"), F.count(F.lit(1))).first()
