@@ -280,6 +280,16 @@ def test_memory_loader_shards_rows_between_processes(parts):
     assert seen == [5, 4] and len(loader) == 9
 
 
+def _memory_job(config, rows, tmp_path, epochs, train=None, tracking_uri=None, mlflow_run_id=None):
+    """A one-process CPU training job on in-memory rows, checkpoints and model under `tmp_path`."""
+    from panda_spark.student.train import TrainJob
+
+    return TrainJob(config=config, train=train or MemoryLoader(rows), val=MemoryLoader(rows), eval_rows=rows.iloc[:0],
+                    epochs=epochs, batch_size=4, learning_rate=1e-3, weight_decay=0.0, seed=0, use_gpu=False,
+                    tracking_uri=tracking_uri, mlflow_run_id=mlflow_run_id, checkpoint_dir=str(tmp_path / "ckpt"),
+                    output_dir=str(tmp_path / "out"))
+
+
 def run_train_fn_alone(job):
     """train_fn as one process of a world of one, the way TorchDistributor starts it."""
     import socket
@@ -301,7 +311,6 @@ def run_train_fn_alone(job):
 
 def test_a_job_started_again_resumes_after_its_last_checkpoint(parts, tmp_path):
     mlflow = pytest.importorskip("mlflow")
-    from panda_spark.student.train import TrainJob
 
     _, rows, config = parts
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -312,10 +321,7 @@ def test_a_job_started_again_resumes_after_its_last_checkpoint(parts, tmp_path):
 
     def job(epochs: int):
         run = client.create_run(experiment)
-        return run.info.run_id, TrainJob(
-            config=config, train=loader, val=MemoryLoader(rows), eval_rows=rows.iloc[:0], epochs=epochs, batch_size=4,
-            learning_rate=1e-3, weight_decay=0.0, seed=0, use_gpu=False, tracking_uri=tracking,
-            mlflow_run_id=run.info.run_id, checkpoint_dir=str(tmp_path / "ckpt"), output_dir=str(tmp_path / "out"))
+        return run.info.run_id, _memory_job(config, rows, tmp_path, epochs, loader, tracking, run.info.run_id)
 
     first_id, first = job(2)
     assert run_train_fn_alone(first)["epoch"] == 2
@@ -330,13 +336,8 @@ def test_a_job_started_again_resumes_after_its_last_checkpoint(parts, tmp_path):
 
 def test_training_leaves_the_warning_filters_as_it_found_them(parts, tmp_path):
     # torch's Join sets simplefilter("once") on exit; left in place it unmutes petastorm's reader threads
-    from panda_spark.student.train import TrainJob
-
     _, rows, config = parts
-    job = TrainJob(config=config, train=MemoryLoader(rows), val=MemoryLoader(rows), eval_rows=rows.iloc[:0],
-                   epochs=1, batch_size=4, learning_rate=1e-3, weight_decay=0.0, seed=0, use_gpu=False,
-                   tracking_uri=None, mlflow_run_id=None, checkpoint_dir=str(tmp_path / "ckpt"),
-                   output_dir=str(tmp_path / "out"))
+    job = _memory_job(config, rows, tmp_path, epochs=1)
     before = list(warnings.filters)
     assert run_train_fn_alone(job)["epoch"] == 1
     assert warnings.filters == before
